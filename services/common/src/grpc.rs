@@ -1,0 +1,151 @@
+//! The gRPC server every service runs: its own services plus `grpc.health.v1` and
+//! reflection (v1 and v1alpha, so older grpcurl works), HTTP/2 keepalive and stream limits,
+//! and a graceful shutdown bounded by a deadline.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::{Layer, Service};
+
+use crate::config::ServerConfig;
+
+/// The gRPC server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcServeError {
+    /// Reflection could not read the descriptor set.
+    #[error("building gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The services one gRPC server answers, with their health entries.
+pub struct GrpcServices {
+    routes: Routes,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+}
+
+impl GrpcServices {
+    /// An empty set; the health service and reflection are always added.
+    pub fn new() -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        Self {
+            routes: Routes::new(health_service),
+            health,
+            names: Vec::new(),
+            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
+        }
+    }
+
+    /// Adds a service; it reports SERVING in `grpc.health.v1` once the server starts.
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Publishes this encoded `FileDescriptorSet` through reflection.
+    pub fn reflect(mut self, descriptor_set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(descriptor_set);
+        self
+    }
+
+    /// The health reporter, to flip services to NOT_SERVING.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+}
+
+impl Default for GrpcServices {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `services` on `listener`, wrapped in `layer` (metrics, authentication), until
+/// `shutdown` is cancelled; then marks everything NOT_SERVING, lets in-flight calls finish for
+/// at most `config.shutdown_grace`, and returns.
+pub async fn serve<L, ResBody>(
+    config: &ServerConfig,
+    listener: TcpListener,
+    services: GrpcServices,
+    layer: L,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcServeError>
+where
+    L: Layer<Routes> + Clone + Send + 'static,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    <L::Service as Service<Request<Body>>>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let GrpcServices { mut routes, health, names, descriptor_sets } = services;
+    let mut v1 = tonic_reflection::server::Builder::configure();
+    let mut v1alpha = tonic_reflection::server::Builder::configure();
+    for set in &descriptor_sets {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    routes = routes.add_service(v1.build_v1()?).add_service(v1alpha.build_v1alpha()?);
+
+    for name in &names {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, services = ?names, "gRPC listening");
+    let drain_started = CancellationToken::new();
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(layer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            let drain_started = drain_started.clone();
+            async move {
+                shutdown.cancelled().await;
+                for name in &names {
+                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                }
+                health.set_service_status("", ServingStatus::NotServing).await;
+                drain_started.cancel();
+            }
+        });
+    tokio::pin!(server);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "shutdown grace expired; dropping the remaining gRPC calls");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `appstack`: the AppStack server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use appstack_common::config::{ConfigLoader, LogConfig, LogFormat};
+use appstack_common::{shutdown, telemetry};
+use appstack_server::StackConfig;
+use appstack_server::auth_role::{self, Listeners};
+use appstack_server::dev::{self, DevOptions};
+use clap::{Args, Parser, Subcommand};
+
+/// AppStack: a production backend on Kubernetes from one custom resource.
+#[derive(Debug, Parser)]
+#[command(name = "appstack", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the auth service (users, tokens, JWKS).
+    Auth(ServeArgs),
+    /// Apply database migrations, once per version, and exit.
+    Migrate(ServeArgs),
+    /// Run the whole stack on this machine with a private PostgreSQL.
+    Dev(DevArgs),
+    /// Write a new Ed25519 signing key `<kid>.pem` into a keys folder (key rotation).
+    Keygen {
+        /// The keys folder (the auth.keys_dir of the services).
+        #[arg(long)]
+        keys_dir: PathBuf,
+        /// Key id; default: `k` + the current UTC time, which sorts after older keys.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Create the first admin, or give an existing user the admin role. The password is
+    /// read from APPSTACK_ADMIN_PASSWORD, else from the first line of standard input.
+    BootstrapAdmin {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+/// Configuration sources, lowest priority first: file, `APPSTACK_*` environment, these flags.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "APPSTACK_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (server.grpc_addr).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// Admin HTTP listen address (server.admin_addr).
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
+    /// PostgreSQL URL (database.url); also DATABASE_URL.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Log format: json or pretty (log.format).
+    #[arg(long, value_parser = ["json", "pretty"])]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Where the private PostgreSQL, keys and admin password live; kept between runs.
+    #[arg(long, default_value = ".appstack-dev")]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// Admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_addr: SocketAddr,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<StackConfig> {
+        let mut loader = ConfigLoader::new::<StackConfig>();
+        if let Some(path) = &self.config {
+            loader = loader.file(path);
+        }
+        loader = loader.env();
+        if let Some(addr) = self.grpc_addr {
+            loader = loader.set("server.grpc_addr", addr);
+        }
+        if let Some(addr) = self.admin_addr {
+            loader = loader.set("server.admin_addr", addr);
+        }
+        if let Some(url) = &self.database_url {
+            loader = loader.set("database.url", url);
+        }
+        if let Some(format) = &self.log_format {
+            loader = loader.set("log.format", format);
+        }
+        Ok(loader.load()?)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Auth(args) => {
+            let config = args.load()?;
+            telemetry::init_logging(&config.log)?;
+            let listeners = Listeners::bind(&config).await?;
+            auth_role::run(config, listeners, shutdown::on_signal()).await
+        }
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            telemetry::init_logging(&config.log)?;
+            appstack_server::migrate::run(&config.database).await.map(|_| ())
+        }
+        Command::Dev(args) => {
+            telemetry::init_logging(&LogConfig { format: LogFormat::Pretty, filter: "info".into() })?;
+            let options = DevOptions {
+                data_dir: args.data_dir,
+                grpc_addr: args.grpc_addr,
+                admin_addr: args.admin_addr,
+            };
+            dev::run(options, shutdown::on_signal()).await
+        }
+        Command::Keygen { keys_dir, kid } => {
+            let kid = kid.unwrap_or_else(appstack_auth::signing::new_kid);
+            let path = appstack_auth::signing::generate_key_file(&keys_dir, &kid)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::BootstrapAdmin { email, serve } => {
+            let config = serve.load()?;
+            telemetry::init_logging(&config.log)?;
+            let password = match std::env::var("APPSTACK_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let pool = auth_role::prepare_database(&config, "appstack-bootstrap").await?;
+            let metrics = appstack_common::metrics::MetricsRegistry::default();
+            let auth = appstack_auth::Auth::new(config.auth.clone(), pool, &metrics).await?;
+            let outcome = auth.bootstrap_admin(&email, &password).await?;
+            println!("{email}: {outcome:?}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Public keys for verification: where they come from and how they are cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use appstack_proto::auth::v1::auth_service_client::AuthServiceClient;
+use appstack_proto::auth::v1::{GetJwksRequest, Jwk};
+use futures_util::future::BoxFuture;
+use jsonwebtoken::DecodingKey;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::verifier::VerifyError;
+
+/// Where public keys come from.
+pub trait KeySource: Send + Sync + 'static {
+    /// Every currently published key.
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>>;
+}
+
+/// Fetches the JWKS from the auth service over gRPC.
+#[derive(Clone, Debug)]
+pub struct GrpcJwksSource {
+    client: AuthServiceClient<Channel>,
+}
+
+impl GrpcJwksSource {
+    /// A source reading through `channel` (a lazily connecting channel is fine).
+    pub fn new(channel: Channel) -> Self {
+        Self { client: AuthServiceClient::new(channel) }
+    }
+}
+
+impl KeySource for GrpcJwksSource {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            let mut request = tonic::Request::new(GetJwksRequest {});
+            request.set_timeout(Duration::from_secs(5));
+            let response = client
+                .get_jwks(request)
+                .await
+                .map_err(|status| VerifyError::KeysUnavailable(status.message().to_owned()))?;
+            Ok(response.into_inner().keys)
+        })
+    }
+}
+
+/// A fixed key set (tests, tools).
+#[derive(Clone, Debug, Default)]
+pub struct StaticKeySource {
+    keys: Vec<Jwk>,
+}
+
+impl StaticKeySource {
+    /// A source that always returns `keys`.
+    pub fn new(keys: Vec<Jwk>) -> Self {
+        Self { keys }
+    }
+}
+
+impl KeySource for StaticKeySource {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
+        let keys = self.keys.clone();
+        Box::pin(async move { Ok(keys) })
+    }
+}
+
+/// Key cache settings.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyCacheConfig {
+    /// At most one refetch per this interval when tokens name unknown keys, so a flood of
+    /// tokens with made-up `kid`s cannot turn into a flood of JWKS requests.
+    pub min_refetch_interval: Duration,
+}
+
+impl Default for KeyCacheConfig {
+    fn default() -> Self {
+        Self { min_refetch_interval: Duration::from_secs(10) }
+    }
+}
+
+type KeyMap = HashMap<String, Arc<DecodingKey>>;
+
+/// Decoding keys by `kid`, filled from a [`KeySource`].
+pub struct KeyCache {
+    source: Arc<dyn KeySource>,
+    config: KeyCacheConfig,
+    keys: RwLock<Arc<KeyMap>>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    /// An empty cache; the first lookup fetches.
+    pub fn new(source: Arc<dyn KeySource>, config: KeyCacheConfig) -> Self {
+        Self { source, config, keys: RwLock::new(Arc::default()), last_fetch: Mutex::new(None) }
+    }
+
+    fn snapshot(&self) -> Arc<KeyMap> {
+        match self.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The key `kid` if cached.
+    pub fn cached(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.snapshot().get(kid).cloned()
+    }
+
+    /// The key `kid`, refetching the set (rate limited) when it is not cached.
+    pub async fn get(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+        if let Some(key) = self.cached(kid) {
+            return Ok(key);
+        }
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another task may have fetched while this one waited.
+        if let Some(key) = self.cached(kid) {
+            return Ok(key);
+        }
+        if let Some(at) = *last_fetch
+            && at.elapsed() < self.config.min_refetch_interval
+        {
+            return Err(VerifyError::UnknownKey);
+        }
+        *last_fetch = Some(Instant::now());
+        self.replace(self.source.fetch().await?);
+        self.cached(kid).ok_or(VerifyError::UnknownKey)
+    }
+
+    /// Refetches the set now (periodic refresh); keeps the old set if the fetch fails.
+    pub async fn refresh(&self) -> Result<usize, VerifyError> {
+        let mut last_fetch = self.last_fetch.lock().await;
+        let keys = self.source.fetch().await?;
+        *last_fetch = Some(Instant::now());
+        Ok(self.replace(keys))
+    }
+
+    fn replace(&self, jwks: Vec<Jwk>) -> usize {
+        let map: KeyMap = jwks
+            .into_iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && (k.alg.is_empty() || k.alg == "EdDSA"))
+            .filter_map(|k| match DecodingKey::from_ed_components(&k.x) {
+                Ok(key) => Some((k.kid, Arc::new(key))),
+                Err(error) => {
+                    tracing::warn!(kid = %k.kid, %error, "ignoring a malformed JWK");
+                    None
+                }
+            })
+            .collect();
+        let count = map.len();
+        match self.keys.write() {
+            Ok(mut keys) => *keys = Arc::new(map),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(map),
+        }
+        count
+    }
+}

@@ -1,0 +1,111 @@
+//! The tower layer that authenticates gRPC requests.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response, header};
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::verifier::Verifier;
+
+/// Verifies the `authorization: Bearer <token>` of every request and puts the caller's
+/// [`Identity`](crate::Identity) into the request's extensions; answers UNAUTHENTICATED
+/// without calling the service otherwise. Paths allowed anonymously pass untouched.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    verifier: Arc<Verifier>,
+    anonymous_prefixes: Arc<Vec<String>>,
+}
+
+impl AuthLayer {
+    /// A layer verifying with `verifier`; every path needs a token until allowed otherwise.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier, anonymous_prefixes: Arc::new(Vec::new()) }
+    }
+
+    /// Lets requests whose path starts with `prefix` through without a token, e.g.
+    /// `/appstack.auth.v1.AuthService/Login` or `/grpc.health.v1.Health/`.
+    pub fn allow_anonymous(mut self, prefix: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.anonymous_prefixes).push(prefix.into());
+        self
+    }
+
+    fn is_anonymous(&self, path: &str) -> bool {
+        self.anonymous_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, layer: self.clone() }
+    }
+}
+
+/// Service made by [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if self.layer.is_anonymous(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The service polled ready is the one that must be called; keep a fresh clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = Arc::clone(&self.layer.verifier);
+        Box::pin(async move {
+            let token = match bearer_token(&request) {
+                Ok(token) => token,
+                Err(status) => return Ok(status.into_http()),
+            };
+            match verifier.verify(&token).await {
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    inner.call(request).await
+                }
+                Err(error) => {
+                    tracing::debug!(%error, path = request.uri().path(), "token refused");
+                    Ok(Status::unauthenticated(error.to_string()).into_http())
+                }
+            }
+        })
+    }
+}
+
+fn bearer_token<B>(request: &Request<B>) -> Result<String, Status> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| Status::unauthenticated("a bearer access token is required"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Status::unauthenticated("authorization must be `Bearer <token>`"));
+    }
+    Ok(token.trim().to_owned())
+}
