@@ -1,1 +1,6 @@
-//! wip
+//! Test support for AppStack's cross-crate and end-to-end suites: a private PostgreSQL
+//! ([`pg`]) and an in-process auth server on loopback ([`auth_server`]).
+
+pub mod auth_server;
+pub mod clients;
+pub mod pg;

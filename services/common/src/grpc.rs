@@ -124,6 +124,7 @@ where
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(crate::oversize::OversizeAsResourceExhausted)
         .layer(layer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {

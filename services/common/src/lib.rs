@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod metrics;
+pub mod oversize;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
