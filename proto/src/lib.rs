@@ -5,7 +5,11 @@
 //! through gRPC reflection.
 
 #![allow(missing_docs)] // generated code; the .proto files carry the documentation.
-#![allow(clippy::doc_markdown, clippy::large_enum_variant, clippy::derive_partial_eq_without_eq)]
+#![allow(
+    clippy::doc_markdown,
+    clippy::large_enum_variant,
+    clippy::derive_partial_eq_without_eq
+)]
 
 /// `appstack.auth.v1`: users, tokens, JWKS.
 pub mod auth {

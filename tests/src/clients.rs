@@ -21,7 +21,10 @@ pub async fn sign_up_and_login(
     password: &str,
 ) -> Result<TokenResponse, Status> {
     client
-        .sign_up(SignUpRequest { email: email.into(), password: password.into() })
+        .sign_up(SignUpRequest {
+            email: email.into(),
+            password: password.into(),
+        })
         .await?;
     login(client, email, password).await
 }
@@ -33,7 +36,10 @@ pub async fn login(
     password: &str,
 ) -> Result<TokenResponse, Status> {
     Ok(client
-        .login(LoginRequest { email: email.into(), password: password.into() })
+        .login(LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
         .await?
         .into_inner())
 }

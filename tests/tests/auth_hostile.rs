@@ -59,30 +59,53 @@ impl Forger {
 }
 
 fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]
 async fn forged_and_broken_tokens_are_unauthenticated() {
     let server = AuthServer::start().await.unwrap();
     let mut client = server.client().await.unwrap();
-    let real = sign_up_and_login(&mut client, "victim@example.com", PASSWORD).await.unwrap();
+    let real = sign_up_and_login(&mut client, "victim@example.com", PASSWORD)
+        .await
+        .unwrap();
     let f = Forger::new(&server);
     let sub = real.subject.clone();
     let good = f.sign(&f.claims(&sub), |_| {});
     // Control: a correctly forged token with the real key is accepted (so the cases below
     // fail for the reason they name, not for another).
-    client.who_am_i(bearer(WhoAmIRequest {}, &good)).await.unwrap();
+    client
+        .who_am_i(bearer(WhoAmIRequest {}, &good))
+        .await
+        .unwrap();
 
     let parts: Vec<&str> = real.access_token.split('.').collect();
     let mut cases: Vec<(&str, String)> = Vec::new();
-    cases.push(("alg none", format!("{}.{}.", b64(&json!({"alg":"none","typ":"at+jwt","kid":f.kid})), b64(&f.claims(&sub)))));
-    cases.push(("alg none, no kid", format!("{}.{}.", b64(&json!({"alg":"none"})), b64(&f.claims(&sub)))));
+    cases.push((
+        "alg none",
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg":"none","typ":"at+jwt","kid":f.kid})),
+            b64(&f.claims(&sub))
+        ),
+    ));
+    cases.push((
+        "alg none, no kid",
+        format!("{}.{}.", b64(&json!({"alg":"none"})), b64(&f.claims(&sub))),
+    ));
     let hs = {
         let mut h = Header::new(Algorithm::HS256);
         h.typ = Some("at+jwt".into());
         h.kid = Some(f.kid.clone());
-        jsonwebtoken::encode(&h, &f.claims(&sub), &EncodingKey::from_secret(&f.public_key)).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            &f.claims(&sub),
+            &EncodingKey::from_secret(&f.public_key),
+        )
+        .unwrap()
     };
     cases.push(("HS256 signed with the public key", hs));
     let hs_x = {
@@ -105,9 +128,15 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     let mut aud = f.claims(&sub);
     aud["aud"] = json!("someone-else");
     cases.push(("wrong aud", f.sign(&aud, |_| {})));
-    cases.push(("typ JWT (an ID token, say)", f.sign(&f.claims(&sub), |h| h.typ = Some("JWT".into()))));
+    cases.push((
+        "typ JWT (an ID token, say)",
+        f.sign(&f.claims(&sub), |h| h.typ = Some("JWT".into())),
+    ));
     cases.push(("no typ", f.sign(&f.claims(&sub), |h| h.typ = None)));
-    cases.push(("unknown kid", f.sign(&f.claims(&sub), |h| h.kid = Some("nope".into()))));
+    cases.push((
+        "unknown kid",
+        f.sign(&f.claims(&sub), |h| h.kid = Some("nope".into())),
+    ));
     cases.push(("no kid", f.sign(&f.claims(&sub), |h| h.kid = None)));
     let mut no_sub = f.claims(&sub);
     no_sub.as_object_mut().unwrap().remove("sub");
@@ -118,64 +147,126 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     // Payload swapped for one granting admin, signature kept.
     let mut elevated = f.claims(&sub);
     elevated["roles"] = json!(["admin", "user"]);
-    cases.push(("tampered payload", format!("{}.{}.{}", parts[0], b64(&elevated), parts[2])));
+    cases.push((
+        "tampered payload",
+        format!("{}.{}.{}", parts[0], b64(&elevated), parts[2]),
+    ));
     let mut sig: Vec<u8> = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     sig[0] ^= 0x01;
-    cases.push(("tampered signature", format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig))));
-    cases.push(("truncated", real.access_token[..real.access_token.len() - 5].to_owned()));
+    cases.push((
+        "tampered signature",
+        format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig)),
+    ));
+    cases.push((
+        "truncated",
+        real.access_token[..real.access_token.len() - 5].to_owned(),
+    ));
     cases.push(("garbage", "not.a.jwt".into()));
     cases.push(("large", "a".repeat(8 * 1024)));
 
     for (name, token) in cases {
-        let err = client.who_am_i(bearer(WhoAmIRequest {}, &token)).await.unwrap_err();
+        let err = client
+            .who_am_i(bearer(WhoAmIRequest {}, &token))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{name}: {err:?}");
     }
 
     // Header shapes.
     let mut none = tonic::Request::new(WhoAmIRequest {});
-    assert_eq!(client.who_am_i(none).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        client.who_am_i(none).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     none = tonic::Request::new(WhoAmIRequest {});
-    none.metadata_mut().insert("authorization", format!("Basic {}", real.access_token).parse().unwrap());
-    assert_eq!(client.who_am_i(none).await.unwrap_err().code(), Code::Unauthenticated);
+    none.metadata_mut().insert(
+        "authorization",
+        format!("Basic {}", real.access_token).parse().unwrap(),
+    );
+    assert_eq!(
+        client.who_am_i(none).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     let mut empty = tonic::Request::new(WhoAmIRequest {});
-    empty.metadata_mut().insert("authorization", "Bearer ".parse().unwrap());
-    assert_eq!(client.who_am_i(empty).await.unwrap_err().code(), Code::Unauthenticated);
+    empty
+        .metadata_mut()
+        .insert("authorization", "Bearer ".parse().unwrap());
+    assert_eq!(
+        client.who_am_i(empty).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     // The scheme is case-insensitive.
     let mut lower = tonic::Request::new(WhoAmIRequest {});
-    lower.metadata_mut().insert("authorization", format!("bearer {}", real.access_token).parse().unwrap());
+    lower.metadata_mut().insert(
+        "authorization",
+        format!("bearer {}", real.access_token).parse().unwrap(),
+    );
     client.who_am_i(lower).await.unwrap();
 
     // A header beyond HTTP/2's header-list limit is refused at the transport (the connection
     // is closed with ENHANCE_YOUR_CALM), and the server keeps serving others.
     let mut huge_client = server.client().await.unwrap();
-    let err = huge_client.who_am_i(bearer(WhoAmIRequest {}, &"a".repeat(64 * 1024))).await.unwrap_err();
+    let err = huge_client
+        .who_am_i(bearer(WhoAmIRequest {}, &"a".repeat(64 * 1024)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    client.who_am_i(bearer(WhoAmIRequest {}, &real.access_token)).await.unwrap();
+    client
+        .who_am_i(bearer(WhoAmIRequest {}, &real.access_token))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn refresh_token_reuse_revokes_the_family() {
     let server = AuthServer::start().await.unwrap();
     let mut client = server.client().await.unwrap();
-    let first = sign_up_and_login(&mut client, "reuse@example.com", PASSWORD).await.unwrap();
-    let second = client.refresh(RefreshRequest { refresh_token: first.refresh_token.clone() }).await.unwrap().into_inner();
+    let first = sign_up_and_login(&mut client, "reuse@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let second = client
+        .refresh(RefreshRequest {
+            refresh_token: first.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     // An attacker replays the spent token: refused, and the family is revoked.
-    let replay = client.refresh(RefreshRequest { refresh_token: first.refresh_token.clone() }).await.unwrap_err();
+    let replay = client
+        .refresh(RefreshRequest {
+            refresh_token: first.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(replay.code(), Code::Unauthenticated);
     assert!(replay.message().contains("reuse"), "{replay:?}");
     // The legitimate holder's newer token is dead too.
-    let later = client.refresh(RefreshRequest { refresh_token: second.refresh_token }).await.unwrap_err();
+    let later = client
+        .refresh(RefreshRequest {
+            refresh_token: second.refresh_token,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(later.code(), Code::Unauthenticated);
     // Another login starts a fresh family.
-    let again = login(&mut client, "reuse@example.com", PASSWORD).await.unwrap();
-    client.refresh(RefreshRequest { refresh_token: again.refresh_token }).await.unwrap();
-
-    let pool = PgPool::connect(&server.database_url).await.unwrap();
-    let detected: i64 = sqlx::query_scalar("SELECT count(*) FROM auth.audit_events WHERE kind = 'refresh_reuse_detected'")
-        .fetch_one(&pool)
+    let again = login(&mut client, "reuse@example.com", PASSWORD)
         .await
         .unwrap();
+    client
+        .refresh(RefreshRequest {
+            refresh_token: again.refresh_token,
+        })
+        .await
+        .unwrap();
+
+    let pool = PgPool::connect(&server.database_url).await.unwrap();
+    let detected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM auth.audit_events WHERE kind = 'refresh_reuse_detected'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(detected, 1);
 }
 
@@ -183,12 +274,16 @@ async fn refresh_token_reuse_revokes_the_family() {
 async fn parallel_refreshes_of_one_token_let_at_most_one_through() {
     let server = AuthServer::start().await.unwrap();
     let mut client = server.client().await.unwrap();
-    let tokens = sign_up_and_login(&mut client, "race@example.com", PASSWORD).await.unwrap();
+    let tokens = sign_up_and_login(&mut client, "race@example.com", PASSWORD)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut c = client.clone();
         let t = tokens.refresh_token.clone();
-        tasks.push(tokio::spawn(async move { c.refresh(RefreshRequest { refresh_token: t }).await }));
+        tasks.push(tokio::spawn(async move {
+            c.refresh(RefreshRequest { refresh_token: t }).await
+        }));
     }
     let mut ok = Vec::new();
     for task in tasks {
@@ -197,10 +292,19 @@ async fn parallel_refreshes_of_one_token_let_at_most_one_through() {
             Err(status) => assert_eq!(status.code(), Code::Unauthenticated),
         }
     }
-    assert!(ok.len() <= 1, "{} refreshes of one token succeeded", ok.len());
+    assert!(
+        ok.len() <= 1,
+        "{} refreshes of one token succeeded",
+        ok.len()
+    );
     // Reuse was seen, so even the winner's new token is revoked.
     for r in ok {
-        let err = client.refresh(RefreshRequest { refresh_token: r.refresh_token }).await.unwrap_err();
+        let err = client
+            .refresh(RefreshRequest {
+                refresh_token: r.refresh_token,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
     }
 }
@@ -214,12 +318,20 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
     .await
     .unwrap();
     let mut client = server.client().await.unwrap();
-    client.sign_up(SignUpRequest { email: "target@example.com".into(), password: PASSWORD.into() }).await.unwrap();
+    client
+        .sign_up(SignUpRequest {
+            email: "target@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
 
     let mut tasks = Vec::new();
     for i in 0..50 {
         let mut c = client.clone();
-        tasks.push(tokio::spawn(async move { login(&mut c, "target@example.com", &format!("wrong password {i}")).await }));
+        tasks.push(tokio::spawn(async move {
+            login(&mut c, "target@example.com", &format!("wrong password {i}")).await
+        }));
     }
     let (mut unauthenticated, mut exhausted) = (0, 0);
     for task in tasks {
@@ -235,30 +347,46 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
     assert_eq!(exhausted, 45);
 
     // The right password is refused while locked, with a RetryInfo detail.
-    let locked = login(&mut client, "target@example.com", PASSWORD).await.unwrap_err();
+    let locked = login(&mut client, "target@example.com", PASSWORD)
+        .await
+        .unwrap_err();
     assert_eq!(locked.code(), Code::ResourceExhausted);
-    let retry = locked.get_error_details().retry_info().cloned().expect("RetryInfo detail");
+    let retry = locked
+        .get_error_details()
+        .retry_info()
+        .cloned()
+        .expect("RetryInfo detail");
     assert!(retry.retry_delay.unwrap() > Duration::from_secs(30));
 
     let pool = PgPool::connect(&server.database_url).await.unwrap();
-    let failures: i32 = sqlx::query_scalar("SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let failures: i32 = sqlx::query_scalar(
+        "SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(failures, 5);
-    let lockouts: i64 = sqlx::query_scalar("SELECT count(*) FROM auth.audit_events WHERE kind = 'lockout'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let lockouts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM auth.audit_events WHERE kind = 'lockout'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(lockouts, 1);
 
     // Once the lock ends, the right password works and the counter resets.
-    sqlx::query("UPDATE auth.users SET locked_until = now() - interval '1 second'").execute(&pool).await.unwrap();
-    login(&mut client, "target@example.com", PASSWORD).await.unwrap();
-    let failures: i32 = sqlx::query_scalar("SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'")
-        .fetch_one(&pool)
+    sqlx::query("UPDATE auth.users SET locked_until = now() - interval '1 second'")
+        .execute(&pool)
         .await
         .unwrap();
+    login(&mut client, "target@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let failures: i32 = sqlx::query_scalar(
+        "SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(failures, 0);
 }
 
@@ -266,9 +394,19 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
 async fn unknown_email_and_wrong_password_look_the_same() {
     let server = AuthServer::start().await.unwrap();
     let mut client = server.client().await.unwrap();
-    client.sign_up(SignUpRequest { email: "real@example.com".into(), password: PASSWORD.into() }).await.unwrap();
-    let unknown = login(&mut client, "ghost@example.com", PASSWORD).await.unwrap_err();
-    let wrong = login(&mut client, "real@example.com", "not the password").await.unwrap_err();
+    client
+        .sign_up(SignUpRequest {
+            email: "real@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let unknown = login(&mut client, "ghost@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    let wrong = login(&mut client, "real@example.com", "not the password")
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(unknown.message(), wrong.message());
@@ -288,35 +426,76 @@ async fn malformed_empty_and_huge_fields_are_invalid_argument() {
     let mut client = server.client().await.unwrap();
     let sign_up = |email: String, password: String| SignUpRequest { email, password };
 
-    let err = client.sign_up(sign_up(String::new(), String::new())).await.unwrap_err();
+    let err = client
+        .sign_up(sign_up(String::new(), String::new()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violations(&err), vec!["email", "password"]);
 
-    for email in ["plain", "a@", "@b.com", "a b@c.com", "x@y..z", "robert'); DROP TABLE auth.users;--@x.com", "\u{0}@x.com"] {
-        let err = client.sign_up(sign_up(email.into(), PASSWORD.into())).await.unwrap_err();
+    for email in [
+        "plain",
+        "a@",
+        "@b.com",
+        "a b@c.com",
+        "x@y..z",
+        "robert'); DROP TABLE auth.users;--@x.com",
+        "\u{0}@x.com",
+    ] {
+        let err = client
+            .sign_up(sign_up(email.into(), PASSWORD.into()))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{email}");
         assert_eq!(violations(&err), vec!["email"], "{email}");
     }
     let huge_email = format!("{}@example.com", "a".repeat(1024 * 1024));
-    let err = client.sign_up(sign_up(huge_email.clone(), PASSWORD.into())).await.unwrap_err();
+    let err = client
+        .sign_up(sign_up(huge_email.clone(), PASSWORD.into()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = client.sign_up(sign_up("ok@example.com".into(), "x".repeat(2000))).await.unwrap_err();
+    let err = client
+        .sign_up(sign_up("ok@example.com".into(), "x".repeat(2000)))
+        .await
+        .unwrap_err();
     assert_eq!(violations(&err), vec!["password"]);
-    let err = client.sign_up(sign_up("ok@example.com".into(), "short".into())).await.unwrap_err();
+    let err = client
+        .sign_up(sign_up("ok@example.com".into(), "short".into()))
+        .await
+        .unwrap_err();
     assert_eq!(violations(&err), vec!["password"]);
 
     let err = login(&mut client, "", "").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = login(&mut client, &huge_email, PASSWORD).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = client.refresh(RefreshRequest { refresh_token: String::new() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    let err = client.refresh(RefreshRequest { refresh_token: "x".repeat(100_000) }).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
-    let err = client.logout(LogoutRequest { refresh_token: String::new() }).await.unwrap_err();
+    let err = client
+        .refresh(RefreshRequest {
+            refresh_token: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = client
-        .client_credentials_token(ClientCredentialsTokenRequest { client_id: String::new(), client_secret: "s".into() })
+        .refresh(RefreshRequest {
+            refresh_token: "x".repeat(100_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .logout(LogoutRequest {
+            refresh_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client
+        .client_credentials_token(ClientCredentialsTokenRequest {
+            client_id: String::new(),
+            client_secret: "s".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -324,22 +503,52 @@ async fn malformed_empty_and_huge_fields_are_invalid_argument() {
     // Admin inputs.
     let admin = {
         let pool = PgPool::connect(&server.database_url).await.unwrap();
-        let t = sign_up_and_login(&mut client, "adm@example.com", PASSWORD).await.unwrap();
-        sqlx::query("UPDATE auth.users SET roles = ARRAY['admin','user'] WHERE id = $1::uuid").bind(&t.subject).execute(&pool).await.unwrap();
-        client.refresh(RefreshRequest { refresh_token: t.refresh_token }).await.unwrap().into_inner()
+        let t = sign_up_and_login(&mut client, "adm@example.com", PASSWORD)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE auth.users SET roles = ARRAY['admin','user'] WHERE id = $1::uuid")
+            .bind(&t.subject)
+            .execute(&pool)
+            .await
+            .unwrap();
+        client
+            .refresh(RefreshRequest {
+                refresh_token: t.refresh_token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
     };
     let err = client
-        .set_roles(bearer(SetRolesRequest { user_id: "not-a-uuid".into(), roles: vec![] }, &admin.access_token))
+        .set_roles(bearer(
+            SetRolesRequest {
+                user_id: "not-a-uuid".into(),
+                roles: vec![],
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["user_id"]);
     let err = client
-        .set_roles(bearer(SetRolesRequest { user_id: admin.subject.clone(), roles: vec!["Robert'); DROP".into()] }, &admin.access_token))
+        .set_roles(bearer(
+            SetRolesRequest {
+                user_id: admin.subject.clone(),
+                roles: vec!["Robert'); DROP".into()],
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["roles"]);
     let err = client
-        .create_service_account(bearer(CreateServiceAccountRequest { name: "Bad Name".into(), roles: vec!["UPPER".into()] }, &admin.access_token))
+        .create_service_account(bearer(
+            CreateServiceAccountRequest {
+                name: "Bad Name".into(),
+                roles: vec!["UPPER".into()],
+            },
+            &admin.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), vec!["name", "roles"]);
@@ -353,7 +562,9 @@ async fn sql_looking_input_is_stored_verbatim_never_executed() {
     let mut client = server.client().await.unwrap();
     let email = "o'brien+x@example.com";
     let password = "'; DROP TABLE auth.users; --";
-    let tokens = sign_up_and_login(&mut client, email, password).await.unwrap();
+    let tokens = sign_up_and_login(&mut client, email, password)
+        .await
+        .unwrap();
     let pool = PgPool::connect(&server.database_url).await.unwrap();
     let stored: String = sqlx::query_scalar("SELECT email FROM auth.users WHERE id = $1::uuid")
         .bind(&tokens.subject)
@@ -361,11 +572,18 @@ async fn sql_looking_input_is_stored_verbatim_never_executed() {
         .await
         .unwrap();
     assert_eq!(stored, email);
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM auth.users").fetch_one(&pool).await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM auth.users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(users, 1);
-    let err = login(&mut client, "x' OR '1'='1@example.com", "' OR '1'='1").await.unwrap_err();
+    let err = login(&mut client, "x' OR '1'='1@example.com", "' OR '1'='1")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = login(&mut client, "x@example.com", "' OR '1'='1").await.unwrap_err();
+    let err = login(&mut client, "x@example.com", "' OR '1'='1")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 
@@ -379,7 +597,10 @@ async fn oversized_messages_are_resource_exhausted() {
     .unwrap();
     let mut client = server.client().await.unwrap();
     let err = client
-        .sign_up(SignUpRequest { email: "big@example.com".into(), password: "p".repeat(128 * 1024) })
+        .sign_up(SignUpRequest {
+            email: "big@example.com".into(),
+            password: "p".repeat(128 * 1024),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");

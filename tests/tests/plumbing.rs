@@ -10,9 +10,9 @@ use appstack_tests::auth_server::AuthServer;
 use appstack_tests::pg;
 use futures_util::StreamExt as _;
 use sqlx::postgres::PgPool;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn health_reports_serving_per_service() {
@@ -20,14 +20,21 @@ async fn health_reports_serving_per_service() {
     let mut health = HealthClient::new(server.channel().await.unwrap());
     for service in ["", "appstack.auth.v1.AuthService"] {
         let status = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
-    let unknown = health.check(HealthCheckRequest { service: "nope.Service".into() }).await.unwrap_err();
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope.Service".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
@@ -36,40 +43,62 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
     let server = AuthServer::start().await.unwrap();
     let channel = server.channel().await.unwrap();
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest as V1Req;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as V1;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Msg;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1Res;
-    use tonic_reflection::pb::v1::ServerReflectionRequest as V1Req;
-    let request = V1Req { host: String::new(), message_request: Some(V1Msg::ListServices(String::new())) };
+    let request = V1Req {
+        host: String::new(),
+        message_request: Some(V1Msg::ListServices(String::new())),
+    };
     let mut stream = V1::new(channel.clone())
         .server_reflection_info(tokio_stream_once(request))
         .await
         .unwrap()
         .into_inner();
-    let Some(V1Res::ListServicesResponse(list)) = stream.next().await.unwrap().unwrap().message_response else {
+    let Some(V1Res::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
+    else {
         panic!("unexpected reflection answer");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"appstack.auth.v1.AuthService".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"appstack.auth.v1.AuthService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
 
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as V1aReq;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as V1a;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as V1aMsg;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as V1aRes;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as V1aReq;
-    let request = V1aReq { host: String::new(), message_request: Some(V1aMsg::ListServices(String::new())) };
+    let request = V1aReq {
+        host: String::new(),
+        message_request: Some(V1aMsg::ListServices(String::new())),
+    };
     let mut stream = V1a::new(channel)
         .server_reflection_info(tokio_stream_once(request))
         .await
         .unwrap()
         .into_inner();
-    let Some(V1aRes::ListServicesResponse(list)) = stream.next().await.unwrap().unwrap().message_response else {
+    let Some(V1aRes::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
+    else {
         panic!("unexpected reflection answer");
     };
-    assert!(list.service.iter().any(|s| s.name == "appstack.auth.v1.AuthService"));
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "appstack.auth.v1.AuthService")
+    );
 }
 
-fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures_util::Stream<Item = T> + Send + 'static {
+fn tokio_stream_once<T: Send + 'static>(
+    item: T,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::iter([item])
 }
 
@@ -80,7 +109,10 @@ async fn metrics_count_calls_by_method_and_status() {
     client.get_jwks(GetJwksRequest {}).await.unwrap();
     client.get_jwks(GetJwksRequest {}).await.unwrap();
     let err = client
-        .login(LoginRequest { email: "nobody@example.com".into(), password: "whatever!".into() })
+        .login(LoginRequest {
+            email: "nobody@example.com".into(),
+            password: "whatever!".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -95,8 +127,14 @@ async fn metrics_count_calls_by_method_and_status() {
         body.contains(r#"grpc_server_handled_total{service="appstack.auth.v1.AuthService",method="Login",code="UNAUTHENTICATED"} 1"#),
         "{body}"
     );
-    assert!(body.contains("grpc_server_handling_seconds_bucket"), "{body}");
-    assert!(body.contains(r#"auth_logins_total{outcome="wrong_credentials"} 1"#), "{body}");
+    assert!(
+        body.contains("grpc_server_handling_seconds_bucket"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"auth_logins_total{outcome="wrong_credentials"} 1"#),
+        "{body}"
+    );
     let (status, _) = server.admin_get("/healthz").await.unwrap();
     assert_eq!(status, 200);
 }
@@ -136,7 +174,10 @@ async fn concurrent_migrations_apply_each_version_once() {
         task.await.unwrap().unwrap();
     }
     let pool = PgPool::connect(&database.url).await.unwrap();
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(applied, db::MIGRATOR.iter().count() as i64);
     assert!(db::schema_is_current(&pool).await.unwrap());
 }
@@ -147,6 +188,12 @@ async fn shutdown_drains_and_stops_listening() {
     let grpc = server.grpc;
     let admin = server.admin;
     server.stop().await.unwrap();
-    assert!(tokio::net::TcpStream::connect(grpc).await.is_err(), "gRPC still listening");
-    assert!(tokio::net::TcpStream::connect(admin).await.is_err(), "admin still listening");
+    assert!(
+        tokio::net::TcpStream::connect(grpc).await.is_err(),
+        "gRPC still listening"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "admin still listening"
+    );
 }

@@ -62,14 +62,20 @@ impl Validate for AuthConfig {
         if self.audience.trim().is_empty() {
             problems.push("auth.audience must not be empty".into());
         }
-        if !(Duration::from_secs(30)..=Duration::from_secs(24 * 3600)).contains(&self.access_token_ttl) {
+        if !(Duration::from_secs(30)..=Duration::from_secs(24 * 3600))
+            .contains(&self.access_token_ttl)
+        {
             problems.push("auth.access_token_ttl must be between 30s and 24h".into());
         }
         if self.refresh_token_ttl < self.access_token_ttl {
-            problems.push("auth.refresh_token_ttl must not be shorter than auth.access_token_ttl".into());
+            problems.push(
+                "auth.refresh_token_ttl must not be shorter than auth.access_token_ttl".into(),
+            );
         }
         if self.session_max_lifetime < self.refresh_token_ttl {
-            problems.push("auth.session_max_lifetime must not be shorter than auth.refresh_token_ttl".into());
+            problems.push(
+                "auth.session_max_lifetime must not be shorter than auth.refresh_token_ttl".into(),
+            );
         }
         if self.key_reload_interval < Duration::from_secs(1) {
             problems.push("auth.key_reload_interval must be at least 1s".into());
@@ -97,14 +103,21 @@ pub struct PasswordConfig {
 
 impl Default for PasswordConfig {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, workers: 0, queue: 64 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            workers: 0,
+            queue: 64,
+        }
     }
 }
 
 impl Validate for PasswordConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if self.memory_kib < 8 * self.parallelism.max(1) || self.memory_kib > 4 * 1024 * 1024 {
-            problems.push("auth.password.memory_kib must be between 8*parallelism and 4194304".into());
+            problems
+                .push("auth.password.memory_kib must be between 8*parallelism and 4194304".into());
         }
         if self.iterations == 0 || self.iterations > 64 {
             problems.push("auth.password.iterations must be between 1 and 64".into());
@@ -135,7 +148,11 @@ pub struct LockoutConfig {
 
 impl Default for LockoutConfig {
     fn default() -> Self {
-        Self { threshold: 5, base: Duration::from_secs(1), max: Duration::from_secs(15 * 60) }
+        Self {
+            threshold: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -145,7 +162,8 @@ impl Validate for LockoutConfig {
             problems.push("auth.lockout.threshold must be positive".into());
         }
         if self.base.is_zero() || self.max < self.base {
-            problems.push("auth.lockout.base must be positive and not exceed auth.lockout.max".into());
+            problems
+                .push("auth.lockout.base must be positive and not exceed auth.lockout.max".into());
         }
     }
 }

@@ -73,7 +73,10 @@ impl From<AuthError> for Status {
             AuthError::Unauthenticated(m) => Status::unauthenticated(m),
             AuthError::Locked(until) => {
                 let wait = (until - Utc::now()).to_std().unwrap_or_default();
-                exhausted_retry_after("too many failed logins; the account is locked for now", wait)
+                exhausted_retry_after(
+                    "too many failed logins; the account is locked for now",
+                    wait,
+                )
             }
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::AlreadyExists(m) => Status::already_exists(m),

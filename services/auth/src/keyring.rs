@@ -31,7 +31,9 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("KeyRing")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +47,13 @@ impl KeyRing {
         publish_window: Duration,
     ) -> Result<Self, AuthError> {
         let active = Arc::new(read_active(&dir, generate_if_missing)?);
-        let ring = Self { dir, generate_if_missing, active: RwLock::new(active), store, publish_window };
+        let ring = Self {
+            dir,
+            generate_if_missing,
+            active: RwLock::new(active),
+            store,
+            publish_window,
+        };
         ring.sync().await?;
         Ok(ring)
     }
@@ -65,8 +73,11 @@ impl KeyRing {
         let Some(newest) = folder.active() else {
             return Err(signing::KeyError::NoKeys(self.dir.clone()).into());
         };
-        let keys: Vec<(String, [u8; 32])> =
-            folder.keys.iter().map(|k| (k.kid.clone(), k.public_key)).collect();
+        let keys: Vec<(String, [u8; 32])> = folder
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.public_key))
+            .collect();
         let active_kid = newest.kid.clone();
         match self.store.register_keys(&keys, &active_kid).await? {
             Ok(true) => tracing::info!(kid = %active_kid, "new signing key active"),
@@ -102,7 +113,11 @@ impl KeyRing {
     }
 
     /// Re-reads the folder every `interval` until `stop`; failures are logged and retried.
-    pub async fn run_reload(self: Arc<Self>, interval: Duration, stop: tokio_util::sync::CancellationToken) {
+    pub async fn run_reload(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -131,7 +146,10 @@ fn read_active(dir: &std::path::Path, generate_if_missing: bool) -> Result<KeyPa
         tracing::info!(path = %path.display(), "generated a signing key");
         folder = signing::load_folder(dir)?;
     }
-    folder.keys.pop().ok_or_else(|| signing::KeyError::NoKeys(dir.to_owned()).into())
+    folder
+        .keys
+        .pop()
+        .ok_or_else(|| signing::KeyError::NoKeys(dir.to_owned()).into())
 }
 
 /// The published keys, read from the database, as a verifier key source: the auth service
@@ -139,7 +157,9 @@ fn read_active(dir: &std::path::Path, generate_if_missing: bool) -> Result<KeyPa
 impl KeySource for KeyRing {
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
         Box::pin(async move {
-            self.jwks().await.map_err(|e| VerifyError::KeysUnavailable(e.to_string()))
+            self.jwks()
+                .await
+                .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))
         })
     }
 }

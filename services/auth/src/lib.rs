@@ -96,8 +96,16 @@ impl Auth {
         };
         let auth_metrics = service::AuthMetrics::default();
         metrics.register(|r| {
-            r.register("auth_logins", "Login attempts by outcome", auth_metrics.logins.clone());
-            r.register("auth_lockouts", "Account lockouts started", auth_metrics.lockouts.clone());
+            r.register(
+                "auth_logins",
+                "Login attempts by outcome",
+                auth_metrics.logins.clone(),
+            );
+            r.register(
+                "auth_lockouts",
+                "Account lockouts started",
+                auth_metrics.lockouts.clone(),
+            );
             r.register(
                 "auth_refresh_reuse_detected",
                 "Spent refresh tokens presented again (session family revoked)",
@@ -106,14 +114,21 @@ impl Auth {
         });
         let cache = KeyCache::new(
             keys.clone(),
-            KeyCacheConfig { min_refetch_interval: Duration::from_secs(1) },
+            KeyCacheConfig {
+                min_refetch_interval: Duration::from_secs(1),
+            },
         );
         let verifier = Arc::new(Verifier::new(
             VerifierConfig::new(config.issuer.clone(), config.audience.clone()),
             cache,
         ));
         let api = AuthApi::new(config.clone(), store, hasher, keys.clone(), auth_metrics);
-        Ok(Self { api, keys, verifier, config })
+        Ok(Self {
+            api,
+            keys,
+            verifier,
+            config,
+        })
     }
 
     /// The gRPC service, with message limits.
@@ -133,7 +148,9 @@ impl Auth {
         ANONYMOUS_PATHS
             .iter()
             .chain(PLUMBING_PATHS)
-            .fold(AuthLayer::new(self.verifier()), |layer, path| layer.allow_anonymous(*path))
+            .fold(AuthLayer::new(self.verifier()), |layer, path| {
+                layer.allow_anonymous(*path)
+            })
     }
 
     /// The API, for in-process callers (tools, bootstrap).
@@ -143,7 +160,11 @@ impl Auth {
 
     /// Starts the key-folder reload loop until `stop`.
     pub fn spawn_background(&self, stop: CancellationToken) {
-        tokio::spawn(self.keys.clone().run_reload(self.config.key_reload_interval, stop));
+        tokio::spawn(
+            self.keys
+                .clone()
+                .run_reload(self.config.key_reload_interval, stop),
+        );
     }
 
     /// Makes `email` an admin: creates the user with `password` when absent, else adds the
@@ -154,7 +175,10 @@ impl Auth {
         password: &str,
     ) -> Result<BootstrapOutcome, AuthError> {
         let store = self.api.store();
-        if let Some(user) = store.user_by_email(&validate::normalize_email(email)).await? {
+        if let Some(user) = store
+            .user_by_email(&validate::normalize_email(email))
+            .await?
+        {
             if user.roles.iter().any(|r| r == ADMIN_ROLE) {
                 return Ok(BootstrapOutcome::Unchanged);
             }
@@ -165,7 +189,9 @@ impl Auth {
             return Ok(BootstrapOutcome::Promoted);
         }
         let roles = vec![ADMIN_ROLE.to_owned(), USER_ROLE.to_owned()];
-        self.api.create_user(email, password, &roles, Some("bootstrap")).await?;
+        self.api
+            .create_user(email, password, &roles, Some("bootstrap"))
+            .await?;
         Ok(BootstrapOutcome::Created)
     }
 }

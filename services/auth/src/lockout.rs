@@ -70,7 +70,10 @@ impl LockoutPolicy {
             .lock_duration(failures)
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| now + d);
-        AttemptDecision::Allowed { failures, locked_until }
+        AttemptDecision::Allowed {
+            failures,
+            locked_until,
+        }
     }
 }
 
@@ -103,9 +106,15 @@ mod tests {
         let p = policy();
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(3);
-        assert_eq!(p.decide(5, Some(until), now), AttemptDecision::Locked { until });
+        assert_eq!(
+            p.decide(5, Some(until), now),
+            AttemptDecision::Locked { until }
+        );
         match p.decide(5, Some(until), until) {
-            AttemptDecision::Allowed { failures: 6, locked_until: Some(end) } => {
+            AttemptDecision::Allowed {
+                failures: 6,
+                locked_until: Some(end),
+            } => {
                 assert_eq!(end, until + chrono::Duration::seconds(2));
             }
             other => panic!("unexpected {other:?}"),
@@ -116,7 +125,10 @@ mod tests {
     fn the_fifth_attempt_reserves_the_lock() {
         let now = Utc::now();
         match policy().decide(4, None, now) {
-            AttemptDecision::Allowed { failures: 5, locked_until: Some(_) } => {}
+            AttemptDecision::Allowed {
+                failures: 5,
+                locked_until: Some(_),
+            } => {}
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -53,7 +53,9 @@ pub struct PasswordHasher {
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("PasswordHasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,10 +69,17 @@ pub struct HashSlot {
 impl PasswordHasher {
     /// A pool with `config`'s parameters; computes the decoy hash.
     pub fn new(config: &PasswordConfig) -> Result<Self, PasswordError> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(|e| PasswordError::Params(e.to_string()))?;
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
         let workers = if config.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             config.workers
         };
@@ -86,9 +95,13 @@ impl PasswordHasher {
 
     /// Reserves a place in the pool, or `Busy` at once.
     pub fn admit(&self) -> Result<HashSlot, PasswordError> {
-        let permit =
-            Arc::clone(&self.admission).try_acquire_owned().map_err(|_| PasswordError::Busy)?;
-        Ok(HashSlot { hasher: self.clone(), _admission: permit })
+        let permit = Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map_err(|_| PasswordError::Busy)?;
+        Ok(HashSlot {
+            hasher: self.clone(),
+            _admission: permit,
+        })
     }
 
     /// Hashes a password (admission included).
@@ -112,16 +125,21 @@ impl HashSlot {
         &self,
         work: impl FnOnce(&Params) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let _worker =
-            Arc::clone(&self.hasher.workers).acquire_owned().await.map_err(|_| PasswordError::Task)?;
+        let _worker = Arc::clone(&self.hasher.workers)
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::Task)?;
         let params = self.hasher.params.clone();
-        tokio::task::spawn_blocking(move || work(&params)).await.map_err(|_| PasswordError::Task)
+        tokio::task::spawn_blocking(move || work(&params))
+            .await
+            .map_err(|_| PasswordError::Task)
     }
 
     /// Hashes `password` with the current parameters, as a PHC string.
     pub async fn hash(self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_owned();
-        self.run(move |params| hash_blocking(params, &password)).await?
+        self.run(move |params| hash_blocking(params, &password))
+            .await?
     }
 
     /// Checks `password` against `stored` (a PHC string), or against the decoy when there is
@@ -133,12 +151,20 @@ impl HashSlot {
     ) -> Result<Verification, PasswordError> {
         let password = password.to_owned();
         let is_real = stored.is_some();
-        let stored: String = stored.map(str::to_owned).unwrap_or_else(|| self.hasher.decoy.to_string());
+        let stored: String = stored
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.hasher.decoy.to_string());
         self.run(move |params| {
-            let parsed = PasswordHash::new(&stored).map_err(|e| PasswordError::Hash(e.to_string()))?;
-            let matches = argon2_for(params).verify_password(password.as_bytes(), &parsed).is_ok();
+            let parsed =
+                PasswordHash::new(&stored).map_err(|e| PasswordError::Hash(e.to_string()))?;
+            let matches = argon2_for(params)
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
             let needs_rehash = matches && !uses_params(&parsed, params);
-            Ok(Verification { matches: matches && is_real, needs_rehash })
+            Ok(Verification {
+                matches: matches && is_real,
+                needs_rehash,
+            })
         })
         .await?
     }
@@ -177,21 +203,54 @@ mod tests {
     use super::*;
 
     fn cheap(memory_kib: u32) -> PasswordConfig {
-        PasswordConfig { memory_kib, iterations: 1, parallelism: 1, workers: 1, queue: 1 }
+        PasswordConfig {
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+            workers: 1,
+            queue: 1,
+        }
     }
 
     #[tokio::test]
     async fn verifies_and_flags_rehash_when_parameters_change() {
         let old = PasswordHasher::new(&cheap(64)).unwrap();
         let stored = old.hash("correct horse").await.unwrap();
-        let v = old.admit().unwrap().verify("correct horse", Some(&stored)).await.unwrap();
-        assert_eq!(v, Verification { matches: true, needs_rehash: false });
-        let wrong = old.admit().unwrap().verify("wrong", Some(&stored)).await.unwrap();
+        let v = old
+            .admit()
+            .unwrap()
+            .verify("correct horse", Some(&stored))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let wrong = old
+            .admit()
+            .unwrap()
+            .verify("wrong", Some(&stored))
+            .await
+            .unwrap();
         assert!(!wrong.matches);
 
         let new = PasswordHasher::new(&cheap(128)).unwrap();
-        let v = new.admit().unwrap().verify("correct horse", Some(&stored)).await.unwrap();
-        assert_eq!(v, Verification { matches: true, needs_rehash: true });
+        let v = new
+            .admit()
+            .unwrap()
+            .verify("correct horse", Some(&stored))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
     }
 
     #[tokio::test]

@@ -68,7 +68,14 @@ impl AuthApi {
         metrics: AuthMetrics,
     ) -> Self {
         let lockout = LockoutPolicy::new(config.lockout.clone());
-        Self { config, store, hasher, keys, lockout, metrics }
+        Self {
+            config,
+            store,
+            hasher,
+            keys,
+            lockout,
+            metrics,
+        }
     }
 
     /// The store.
@@ -88,7 +95,10 @@ impl AuthApi {
     }
 
     fn count_login(&self, outcome: &'static str) {
-        self.metrics.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.metrics
+            .logins
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     async fn login(&self, email: &str, password: &str) -> Result<pb::TokenResponse, AuthError> {
@@ -103,13 +113,21 @@ impl AuthApi {
             return Err(AuthError::InvalidFields(bad));
         }
         // Take a hashing slot first: under overload the attempt is refused before it counts.
-        let slot = self.hasher.admit().inspect_err(|_| self.count_login("busy"))?;
+        let slot = self
+            .hasher
+            .admit()
+            .inspect_err(|_| self.count_login("busy"))?;
         let normalized = validate::normalize_email(email);
         let Some(user) = self.store.user_by_email(&normalized).await? else {
             // Same work as a real account, so timing does not reveal which emails exist.
             slot.verify(password, None).await?;
             self.store
-                .audit(AuditKind::LoginFailed, None, None, serde_json::json!({ "email": normalized, "reason": "unknown email" }))
+                .audit(
+                    AuditKind::LoginFailed,
+                    None,
+                    None,
+                    serde_json::json!({ "email": normalized, "reason": "unknown email" }),
+                )
                 .await?;
             self.count_login("wrong_credentials");
             return Err(AuthError::Unauthenticated("invalid email or password"));
@@ -117,7 +135,14 @@ impl AuthApi {
         let subject = user.id.to_string();
         let failures = match self.store.reserve_attempt(user.id, &self.lockout).await? {
             Reservation::Locked(until) => {
-                self.store.audit(AuditKind::LoginLocked, Some(&subject), None, serde_json::json!({ "until": until })).await?;
+                self.store
+                    .audit(
+                        AuditKind::LoginLocked,
+                        Some(&subject),
+                        None,
+                        serde_json::json!({ "until": until }),
+                    )
+                    .await?;
                 self.count_login("locked");
                 return Err(AuthError::Locked(until));
             }
@@ -127,12 +152,22 @@ impl AuthApi {
         if !verification.matches {
             let locked = failures >= self.lockout.threshold();
             self.store
-                .audit(AuditKind::LoginFailed, Some(&subject), None, serde_json::json!({ "failures": failures }))
+                .audit(
+                    AuditKind::LoginFailed,
+                    Some(&subject),
+                    None,
+                    serde_json::json!({ "failures": failures }),
+                )
                 .await?;
             if locked {
                 self.metrics.lockouts.inc();
                 self.store
-                    .audit(AuditKind::Lockout, Some(&subject), None, serde_json::json!({ "failures": failures }))
+                    .audit(
+                        AuditKind::Lockout,
+                        Some(&subject),
+                        None,
+                        serde_json::json!({ "failures": failures }),
+                    )
                     .await?;
             }
             self.count_login("wrong_credentials");
@@ -193,7 +228,11 @@ impl AuthApi {
         let next = tokens::new_secret(tokens::REFRESH_PREFIX);
         let outcome = self
             .store
-            .rotate_refresh_token(&tokens::secret_hash(token), &tokens::secret_hash(&next), self.config.refresh_token_ttl)
+            .rotate_refresh_token(
+                &tokens::secret_hash(token),
+                &tokens::secret_hash(&next),
+                self.config.refresh_token_ttl,
+            )
             .await?;
         match outcome {
             RefreshOutcome::Rotated { user, expires_in } => {
@@ -212,38 +251,74 @@ impl AuthApi {
                     subject,
                 })
             }
-            RefreshOutcome::Invalid => Err(AuthError::Unauthenticated("invalid or expired refresh token")),
+            RefreshOutcome::Invalid => Err(AuthError::Unauthenticated(
+                "invalid or expired refresh token",
+            )),
             RefreshOutcome::Reused => {
                 self.metrics.reuse_detected.inc();
-                Err(AuthError::Unauthenticated("refresh token reuse detected; the session was revoked"))
+                Err(AuthError::Unauthenticated(
+                    "refresh token reuse detected; the session was revoked",
+                ))
             }
-            RefreshOutcome::SessionEnded => Err(AuthError::Unauthenticated("the session has ended; log in again")),
+            RefreshOutcome::SessionEnded => Err(AuthError::Unauthenticated(
+                "the session has ended; log in again",
+            )),
             RefreshOutcome::Disabled => Err(AuthError::PermissionDenied("this user is disabled")),
         }
     }
 
-    async fn client_credentials(&self, client_id: &str, secret: &str) -> Result<pb::TokenResponse, AuthError> {
+    async fn client_credentials(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<pb::TokenResponse, AuthError> {
         if client_id.is_empty() || client_id.len() > 128 {
-            return Err(AuthError::field("client_id", "is required and at most 128 characters"));
+            return Err(AuthError::field(
+                "client_id",
+                "is required and at most 128 characters",
+            ));
         }
         if secret.is_empty() || secret.len() > 256 {
-            return Err(AuthError::field("client_secret", "is required and at most 256 characters"));
+            return Err(AuthError::field(
+                "client_secret",
+                "is required and at most 256 characters",
+            ));
         }
         let presented = tokens::secret_hash(secret);
         let account = self.store.service_account(client_id).await?;
-        let valid = account.as_ref().is_some_and(|a| bool::from(a.secret_hash.as_slice().ct_eq(&presented)));
+        let valid = account
+            .as_ref()
+            .is_some_and(|a| bool::from(a.secret_hash.as_slice().ct_eq(&presented)));
         let Some(account) = account.filter(|_| valid) else {
             self.store
-                .audit(AuditKind::ClientCredentialsFailed, None, None, serde_json::json!({ "client_id": client_id }))
+                .audit(
+                    AuditKind::ClientCredentialsFailed,
+                    None,
+                    None,
+                    serde_json::json!({ "client_id": client_id }),
+                )
                 .await?;
             return Err(AuthError::Unauthenticated("invalid client credentials"));
         };
         let subject = format!("sa:{}", account.id);
         if account.disabled_at.is_some() {
-            return Err(AuthError::PermissionDenied("this service account is disabled"));
+            return Err(AuthError::PermissionDenied(
+                "this service account is disabled",
+            ));
         }
-        self.store.audit(AuditKind::ClientCredentialsOk, Some(&subject), None, serde_json::json!({})).await?;
-        let access = self.access_token(&Subject { id: &subject, roles: &account.roles, email: None })?;
+        self.store
+            .audit(
+                AuditKind::ClientCredentialsOk,
+                Some(&subject),
+                None,
+                serde_json::json!({}),
+            )
+            .await?;
+        let access = self.access_token(&Subject {
+            id: &subject,
+            roles: &account.roles,
+            email: None,
+        })?;
         Ok(pb::TokenResponse {
             access_token: access.token,
             token_type: "Bearer".into(),
@@ -313,8 +388,12 @@ fn user_id(field: &'static str, value: &str) -> Result<uuid::Uuid, AuthError> {
 impl AuthService for AuthApi {
     async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> GrpcResult<pb::SignUpResponse> {
         let req = request.into_inner();
-        let user = self.create_user(&req.email, &req.password, &[USER_ROLE.to_owned()], None).await?;
-        Ok(Response::new(pb::SignUpResponse { user: Some(user_message(&user)) }))
+        let user = self
+            .create_user(&req.email, &req.password, &[USER_ROLE.to_owned()], None)
+            .await?;
+        Ok(Response::new(pb::SignUpResponse {
+            user: Some(user_message(&user)),
+        }))
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> GrpcResult<pb::TokenResponse> {
@@ -323,7 +402,9 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> GrpcResult<pb::TokenResponse> {
-        Ok(Response::new(self.refresh(&request.into_inner().refresh_token).await?))
+        Ok(Response::new(
+            self.refresh(&request.into_inner().refresh_token).await?,
+        ))
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> GrpcResult<pb::LogoutResponse> {
@@ -332,17 +413,29 @@ impl AuthService for AuthApi {
             return Err(AuthError::field("refresh_token", "is required").into());
         }
         if tokens::plausible_secret(&token, tokens::REFRESH_PREFIX) {
-            self.store.revoke_family_of(&tokens::secret_hash(&token)).await.map_err(AuthError::from)?;
+            self.store
+                .revoke_family_of(&tokens::secret_hash(&token))
+                .await
+                .map_err(AuthError::from)?;
         }
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> GrpcResult<pb::GetJwksResponse> {
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> GrpcResult<pb::GetJwksResponse> {
         let keys = self.keys.jwks().await?;
-        Ok(Response::new(pb::GetJwksResponse { keys, max_age_seconds: 300 }))
+        Ok(Response::new(pb::GetJwksResponse {
+            keys,
+            max_age_seconds: 300,
+        }))
     }
 
-    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> GrpcResult<pb::WhoAmIResponse> {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> GrpcResult<pb::WhoAmIResponse> {
         let identity = require_identity(&request)?;
         Ok(Response::new(pb::WhoAmIResponse {
             subject: identity.subject.clone(),
@@ -352,11 +445,17 @@ impl AuthService for AuthApi {
             },
             email: identity.email.clone().unwrap_or_default(),
             roles: identity.roles.clone(),
-            expires_at: Some(prost_types::Timestamp { seconds: identity.expires_at, nanos: 0 }),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: identity.expires_at,
+                nanos: 0,
+            }),
         }))
     }
 
-    async fn set_roles(&self, request: Request<pb::SetRolesRequest>) -> GrpcResult<pb::SetRolesResponse> {
+    async fn set_roles(
+        &self,
+        request: Request<pb::SetRolesRequest>,
+    ) -> GrpcResult<pb::SetRolesResponse> {
         let actor = require_role(&request, ADMIN_ROLE)?.subject.clone();
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
@@ -367,10 +466,15 @@ impl AuthService for AuthApi {
             .await
             .map_err(AuthError::from)?
             .ok_or(AuthError::NotFound("no such user"))?;
-        Ok(Response::new(pb::SetRolesResponse { user: Some(user_message(&user)) }))
+        Ok(Response::new(pb::SetRolesResponse {
+            user: Some(user_message(&user)),
+        }))
     }
 
-    async fn disable_user(&self, request: Request<pb::DisableUserRequest>) -> GrpcResult<pb::DisableUserResponse> {
+    async fn disable_user(
+        &self,
+        request: Request<pb::DisableUserRequest>,
+    ) -> GrpcResult<pb::DisableUserResponse> {
         let actor = require_role(&request, ADMIN_ROLE)?.subject.clone();
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
@@ -383,7 +487,10 @@ impl AuthService for AuthApi {
             .await
             .map_err(AuthError::from)?
             .ok_or(AuthError::NotFound("no such user"))?;
-        Ok(Response::new(pb::DisableUserResponse { user: Some(user_message(&user)), revoked_sessions: revoked }))
+        Ok(Response::new(pb::DisableUserResponse {
+            user: Some(user_message(&user)),
+            revoked_sessions: revoked,
+        }))
     }
 
     async fn create_service_account(
@@ -410,10 +517,18 @@ impl AuthService for AuthApi {
         let secret = tokens::new_secret(tokens::CLIENT_SECRET_PREFIX);
         let id = self
             .store
-            .create_service_account(&req.name, &client_id, &tokens::secret_hash(&secret), &roles, &actor)
+            .create_service_account(
+                &req.name,
+                &client_id,
+                &tokens::secret_hash(&secret),
+                &roles,
+                &actor,
+            )
             .await
             .map_err(AuthError::from)?
-            .ok_or(AuthError::AlreadyExists("a service account with this name exists"))?;
+            .ok_or(AuthError::AlreadyExists(
+                "a service account with this name exists",
+            ))?;
         Ok(Response::new(pb::CreateServiceAccountResponse {
             id: id.to_string(),
             client_id,
@@ -426,6 +541,9 @@ impl AuthService for AuthApi {
         request: Request<pb::ClientCredentialsTokenRequest>,
     ) -> GrpcResult<pb::TokenResponse> {
         let req = request.into_inner();
-        Ok(Response::new(self.client_credentials(&req.client_id, &req.client_secret).await?))
+        Ok(Response::new(
+            self.client_credentials(&req.client_id, &req.client_secret)
+                .await?,
+        ))
     }
 }

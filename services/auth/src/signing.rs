@@ -53,7 +53,9 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,11 +82,16 @@ impl KeyFolder {
 
 fn valid_kid(kid: &str) -> bool {
     (1..=64).contains(&kid.len())
-        && kid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && kid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_owned(), source }
+    move |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Reads every `*.pem` file of `dir`. Other files (Kubernetes' `..data` links) are ignored.
@@ -117,11 +124,18 @@ pub fn load_folder(dir: &Path) -> Result<KeyFolder, KeyError> {
 }
 
 fn parse_key(kid: String, pem: &str, path: &Path) -> Result<KeyPair, KeyError> {
-    let invalid = |reason: String| KeyError::Invalid { path: path.to_owned(), reason };
+    let invalid = |reason: String| KeyError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
     let signing = SigningKey::from_pkcs8_pem(pem).map_err(|e| invalid(e.to_string()))?;
     let encoding_key =
         EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-    Ok(KeyPair { kid, public_key: signing.verifying_key().to_bytes(), encoding_key })
+    Ok(KeyPair {
+        kid,
+        public_key: signing.verifying_key().to_bytes(),
+        encoding_key,
+    })
 }
 
 /// A sortable key id for a key made now: `k` + UTC time to the second.
@@ -139,7 +153,10 @@ pub fn generate_key_file(dir: &Path, kid: &str) -> Result<PathBuf, KeyError> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Invalid { path: path.clone(), reason: e.to_string() })?;
+        .map_err(|e| KeyError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
     write_private(&path, pem.as_bytes())?;
     Ok(path)
 }
@@ -178,9 +195,19 @@ mod tests {
     #[test]
     fn bad_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k1.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-        assert!(matches!(load_folder(dir.path()), Err(KeyError::Invalid { .. })));
-        assert!(matches!(generate_key_file(dir.path(), "../evil"), Err(KeyError::BadKid(_))));
+        std::fs::write(
+            dir.path().join("k1.pem"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            load_folder(dir.path()),
+            Err(KeyError::Invalid { .. })
+        ));
+        assert!(matches!(
+            generate_key_file(dir.path(), "../evil"),
+            Err(KeyError::BadKid(_))
+        ));
     }
 
     #[test]

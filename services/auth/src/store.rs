@@ -123,7 +123,14 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(user) = &user {
-            audit(&mut tx, AuditKind::SignUp, Some(&user.id.to_string()), actor, serde_json::json!({})).await?;
+            audit(
+                &mut tx,
+                AuditKind::SignUp,
+                Some(&user.id.to_string()),
+                actor,
+                serde_json::json!({}),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(user)
@@ -167,7 +174,10 @@ impl Store {
         let failures = u32::try_from(failures).unwrap_or(0);
         let outcome = match policy.decide(failures, locked_until, Utc::now()) {
             AttemptDecision::Locked { until } => Reservation::Locked(until),
-            AttemptDecision::Allowed { failures, locked_until } => {
+            AttemptDecision::Allowed {
+                failures,
+                locked_until,
+            } => {
                 sqlx::query(
                     "UPDATE auth.users SET failed_logins = $2, locked_until = coalesce($3, locked_until)
                      WHERE id = $1",
@@ -243,7 +253,14 @@ impl Store {
         .bind(interval(refresh_ttl))
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, AuditKind::LoginOk, Some(&user_id.to_string()), None, serde_json::json!({ "family": family })).await?;
+        audit(
+            &mut tx,
+            AuditKind::LoginOk,
+            Some(&user_id.to_string()),
+            None,
+            serde_json::json!({ "family": family }),
+        )
+        .await?;
         tx.commit().await
     }
 
@@ -272,7 +289,9 @@ impl Store {
             .bind(&old_hash[..])
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((family, user_id)) = known else { return Ok(RefreshOutcome::Invalid) };
+            let Some((family, user_id)) = known else {
+                return Ok(RefreshOutcome::Invalid);
+            };
             sqlx::query(
                 "UPDATE auth.session_families SET revoked_at = now(), revoked_reason = 'refresh token reuse'
                  WHERE id = $1 AND revoked_at IS NULL",
@@ -280,7 +299,14 @@ impl Store {
             .bind(family)
             .execute(&mut *tx)
             .await?;
-            audit(&mut tx, AuditKind::RefreshReuseDetected, Some(&user_id.to_string()), None, serde_json::json!({ "family": family })).await?;
+            audit(
+                &mut tx,
+                AuditKind::RefreshReuseDetected,
+                Some(&user_id.to_string()),
+                None,
+                serde_json::json!({ "family": family }),
+            )
+            .await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Reused);
         };
@@ -318,9 +344,19 @@ impl Store {
         .bind(interval(ttl))
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, AuditKind::Refresh, Some(&user_id.to_string()), None, serde_json::json!({ "family": family })).await?;
+        audit(
+            &mut tx,
+            AuditKind::Refresh,
+            Some(&user_id.to_string()),
+            None,
+            serde_json::json!({ "family": family }),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(RefreshOutcome::Rotated { user, expires_in: ttl })
+        Ok(RefreshOutcome::Rotated {
+            user,
+            expires_in: ttl,
+        })
     }
 
     /// Revokes the family of a refresh token; true when one was live.
@@ -336,7 +372,14 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((family, user_id)) = revoked {
-            audit(&mut tx, AuditKind::Logout, Some(&user_id.to_string()), None, serde_json::json!({ "family": family })).await?;
+            audit(
+                &mut tx,
+                AuditKind::Logout,
+                Some(&user_id.to_string()),
+                None,
+                serde_json::json!({ "family": family }),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(revoked.is_some())
@@ -355,7 +398,9 @@ impl Store {
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((before,)) = before else { return Ok(None) };
+        let Some((before,)) = before else {
+            return Ok(None);
+        };
         let user: UserRow = sqlx::query_as(
             "UPDATE auth.users SET roles = $2, updated_at = now() WHERE id = $1
              RETURNING id, email, password_hash, roles, disabled_at, created_at",
@@ -364,7 +409,14 @@ impl Store {
         .bind(roles)
         .fetch_one(&mut *tx)
         .await?;
-        audit(&mut tx, AuditKind::RoleChange, Some(&user_id.to_string()), Some(actor), serde_json::json!({ "before": before, "after": roles })).await?;
+        audit(
+            &mut tx,
+            AuditKind::RoleChange,
+            Some(&user_id.to_string()),
+            Some(actor),
+            serde_json::json!({ "before": before, "after": roles }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(user))
     }
@@ -393,7 +445,14 @@ impl Store {
         .await?
         .rows_affected();
         let revoked = i64::try_from(revoked).unwrap_or(i64::MAX);
-        audit(&mut tx, AuditKind::UserDisabled, Some(&user_id.to_string()), Some(actor), serde_json::json!({ "revoked_sessions": revoked })).await?;
+        audit(
+            &mut tx,
+            AuditKind::UserDisabled,
+            Some(&user_id.to_string()),
+            Some(actor),
+            serde_json::json!({ "revoked_sessions": revoked }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some((user, revoked)))
     }
@@ -421,14 +480,24 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((id,)) = id {
-            audit(&mut tx, AuditKind::ServiceAccountCreated, Some(&format!("sa:{id}")), Some(actor), serde_json::json!({ "name": name, "roles": roles })).await?;
+            audit(
+                &mut tx,
+                AuditKind::ServiceAccountCreated,
+                Some(&format!("sa:{id}")),
+                Some(actor),
+                serde_json::json!({ "name": name, "roles": roles }),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(id.map(|(id,)| id))
     }
 
     /// The service account with this client id.
-    pub async fn service_account(&self, client_id: &str) -> Result<Option<ServiceAccountRow>, sqlx::Error> {
+    pub async fn service_account(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<ServiceAccountRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, secret_hash, roles, disabled_at FROM auth.service_accounts WHERE client_id = $1",
         )
@@ -464,12 +533,21 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?;
                 if stored != public_key[..] {
-                    return Ok(Err(format!("signing key id {kid} was used before for a different key; choose a new kid")));
+                    return Ok(Err(format!(
+                        "signing key id {kid} was used before for a different key; choose a new kid"
+                    )));
                 }
             }
             if inserted && kid == active {
                 rotated = true;
-                audit(&mut tx, AuditKind::KeyRotation, Some(kid), None, serde_json::json!({})).await?;
+                audit(
+                    &mut tx,
+                    AuditKind::KeyRotation,
+                    Some(kid),
+                    None,
+                    serde_json::json!({}),
+                )
+                .await?;
             }
         }
         sqlx::query(
@@ -488,7 +566,10 @@ impl Store {
 
     /// Keys that may have signed a token still valid: live ones, and ones retired less than
     /// `token_lifetime` ago. Newest first.
-    pub async fn published_keys(&self, token_lifetime: Duration) -> Result<Vec<PublishedKey>, sqlx::Error> {
+    pub async fn published_keys(
+        &self,
+        token_lifetime: Duration,
+    ) -> Result<Vec<PublishedKey>, sqlx::Error> {
         sqlx::query_as(
             "SELECT kid, public_key FROM auth.signing_keys
              WHERE retired_at IS NULL OR retired_at > now() - $1
@@ -507,13 +588,15 @@ async fn audit(
     actor: Option<&str>,
     detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO auth.audit_events (kind, subject, actor, detail) VALUES ($1, $2, $3, $4)")
-        .bind(kind.as_str())
-        .bind(subject)
-        .bind(actor)
-        .bind(detail)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO auth.audit_events (kind, subject, actor, detail) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(kind.as_str())
+    .bind(subject)
+    .bind(actor)
+    .bind(detail)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -56,7 +56,10 @@ pub fn sign_access_token(
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
     header.kid = Some(key.kid.clone());
     let token = jsonwebtoken::encode(&header, &claims, &key.encoding_key)?;
-    Ok(AccessToken { token, expires_in: ttl_secs })
+    Ok(AccessToken {
+        token,
+        expires_in: ttl_secs,
+    })
 }
 
 /// A new opaque secret: 32 random bytes, base64url, behind a readable prefix.
@@ -83,7 +86,9 @@ pub const CLIENT_ID_PREFIX: &str = "ci_";
 pub fn plausible_secret(secret: &str, prefix: &str) -> bool {
     secret.len() == prefix.len() + 43
         && secret.starts_with(prefix)
-        && secret[prefix.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && secret[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ pub fn email(email: &str) -> Result<(), &'static str> {
         return Err("has an empty or too long local part");
     }
     const LOCAL_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~.";
-    if !local.chars().all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c))
+    if !local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c))
         || local.starts_with('.')
         || local.ends_with('.')
         || local.contains("..")
@@ -101,7 +103,11 @@ pub fn roles(roles: &[String]) -> Result<Vec<String>, &'static str> {
 
 /// Checks a service account name: `[a-z][a-z0-9-]{0,62}`.
 pub fn service_account_name(name: &str) -> Result<(), &'static str> {
-    if is_slug(name, 63, &['-']) { Ok(()) } else { Err("must match [a-z][a-z0-9-]{0,62}") }
+    if is_slug(name, 63, &['-']) {
+        Ok(())
+    } else {
+        Err("must match [a-z][a-z0-9-]{0,62}")
+    }
 }
 
 fn is_slug(value: &str, max: usize, extra: &[char]) -> bool {
@@ -123,7 +129,12 @@ mod tests {
 
     #[test]
     fn emails() {
-        for ok in ["a@b", "first.last+tag@example.com", "o'brien@example.co.uk", "X@Y.Z"] {
+        for ok in [
+            "a@b",
+            "first.last+tag@example.com",
+            "o'brien@example.co.uk",
+            "X@Y.Z",
+        ] {
             assert_eq!(email(ok), Ok(()), "{ok}");
         }
         for bad in [

@@ -45,12 +45,19 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { metrics, checks: Arc::new(checks), shutting_down })
+        .with_state(AdminState {
+            metrics,
+            checks: Arc::new(checks),
+            shutting_down,
+        })
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.shutting_down.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_owned(),
+        );
     }
     let mut failures = Vec::new();
     for check in state.checks.iter() {
@@ -69,7 +76,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -82,5 +92,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "admin HTTP listening");
-    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }

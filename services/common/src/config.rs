@@ -21,10 +21,16 @@ pub const ENV_PREFIX: &str = "APPSTACK_";
 pub enum ConfigError {
     /// The file, an environment variable or a flag holds a value of the wrong shape.
     #[error("invalid configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// Every value parsed but some break a rule; one message per broken rule.
     #[error("invalid configuration: {}", .0.join("; "))]
     Invalid(Vec<String>),
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        Self::Load(error)
+    }
 }
 
 /// Layers configuration sources, last one wins.
@@ -36,7 +42,9 @@ pub struct ConfigLoader {
 impl ConfigLoader {
     /// Starts from the defaults of `T`.
     pub fn new<T: Serialize + Default>() -> Self {
-        Self { figment: Figment::from(Serialized::defaults(T::default())) }
+        Self {
+            figment: Figment::from(Serialized::defaults(T::default())),
+        }
     }
 
     /// Adds a TOML file; a file that does not exist is an error.
@@ -50,7 +58,11 @@ impl ConfigLoader {
     pub fn env(mut self) -> Self {
         self.figment = self
             .figment
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
         self
     }
@@ -66,7 +78,11 @@ impl ConfigLoader {
         let config: T = self.figment.extract().map_err(Box::new)?;
         let mut problems = Vec::new();
         config.validate(&mut problems);
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
@@ -190,7 +206,8 @@ impl Validate for DatabaseConfig {
             problems.push("database.max_connections must be positive".into());
         }
         if self.min_connections > self.max_connections {
-            problems.push("database.min_connections must not exceed database.max_connections".into());
+            problems
+                .push("database.min_connections must not exceed database.max_connections".into());
         }
         if self.acquire_timeout.is_zero() {
             problems.push("database.acquire_timeout must be positive".into());
@@ -200,7 +217,9 @@ impl Validate for DatabaseConfig {
 
 /// Replaces the password of a connection URL with `***`, for logs.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
     match rest.split_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
@@ -222,7 +241,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, filter: "info".into() }
+        Self {
+            format: LogFormat::Json,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -291,10 +313,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[server]\ngrpc_adr = \"127.0.0.1:1\"\n").unwrap();
-        let err = ConfigLoader::new::<Sample>().file(&path).load::<Sample>().unwrap_err();
+        let err = ConfigLoader::new::<Sample>()
+            .file(&path)
+            .load::<Sample>()
+            .unwrap_err();
         assert!(err.to_string().contains("grpc_adr"), "{err}");
         std::fs::write(&path, "[server]\nshutdown_grace = \"soon\"\n").unwrap();
-        let err = ConfigLoader::new::<Sample>().file(&path).load::<Sample>().unwrap_err();
+        let err = ConfigLoader::new::<Sample>()
+            .file(&path)
+            .load::<Sample>()
+            .unwrap_err();
         assert!(err.to_string().contains("shutdown_grace"), "{err}");
     }
 
@@ -312,7 +340,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:p@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
     }
 }

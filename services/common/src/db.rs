@@ -58,16 +58,15 @@ pub fn latest_version() -> i64 {
 
 /// True when the newest migration this binary knows has been applied successfully.
 pub async fn schema_is_current(pool: &PgPool) -> Result<bool, DbError> {
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(pool)
-    .await
-    .or_else(|e| match &e {
-        // No migrations table yet: nothing applied.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-        _ => Err(e),
-    })?;
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|e| match &e {
+                // No migrations table yet: nothing applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
     Ok(applied.unwrap_or(0) >= latest_version())
 }
 

@@ -98,21 +98,31 @@ where
     L: Layer<Routes> + Clone + Send + 'static,
     L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-    <L::Service as Service<Request<Body>>>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    <L::Service as Service<Request<Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let GrpcServices { mut routes, health, names, descriptor_sets } = services;
+    let GrpcServices {
+        mut routes,
+        health,
+        names,
+        descriptor_sets,
+    } = services;
     let mut v1 = tonic_reflection::server::Builder::configure();
     let mut v1alpha = tonic_reflection::server::Builder::configure();
     for set in &descriptor_sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
     }
-    routes = routes.add_service(v1.build_v1()?).add_service(v1alpha.build_v1alpha()?);
+    routes = routes
+        .add_service(v1.build_v1()?)
+        .add_service(v1alpha.build_v1alpha()?);
 
     for name in &names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
 
@@ -134,9 +144,13 @@ where
             async move {
                 shutdown.cancelled().await;
                 for name in &names {
-                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                    health
+                        .set_service_status(*name, ServingStatus::NotServing)
+                        .await;
                 }
-                health.set_service_status("", ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
                 drain_started.cancel();
             }
         });

@@ -37,13 +37,19 @@ impl std::fmt::Debug for MetricsRegistry {
 impl MetricsRegistry {
     /// Runs `register` with the registry (at start-up, while components are built).
     pub fn register(&self, register: impl FnOnce(&mut Registry)) {
-        let mut registry = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut registry = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         register(&mut registry);
     }
 
     /// The OpenMetrics text exposition of every registered metric.
     pub fn encode(&self) -> String {
-        let registry = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let registry = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
@@ -101,14 +107,20 @@ impl GrpcMetrics {
                 "gRPC call duration until the last response byte, by service and method",
                 metrics.duration.clone(),
             );
-            r.register("grpc_server_in_flight", "gRPC calls in progress", metrics.in_flight.clone());
+            r.register(
+                "grpc_server_in_flight",
+                "gRPC calls in progress",
+                metrics.in_flight.clone(),
+            );
         });
         metrics
     }
 
     /// Tower layer that records every call through it.
     pub fn layer(&self) -> GrpcMetricsLayer {
-        GrpcMetricsLayer { metrics: self.clone() }
+        GrpcMetricsLayer {
+            metrics: self.clone(),
+        }
     }
 }
 
@@ -121,7 +133,10 @@ pub struct GrpcMetricsLayer {
 impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetricsService { inner, metrics: self.metrics.clone() }
+        GrpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -153,7 +168,10 @@ where
             let response = future.await?;
             let mut recorder = recorder;
             recorder.observe_headers(response.headers());
-            Ok(response.map(|body| MeteredBody { inner: body, recorder }))
+            Ok(response.map(|body| MeteredBody {
+                inner: body,
+                recorder,
+            }))
         })
     }
 }
@@ -170,7 +188,13 @@ struct CallRecorder {
 impl CallRecorder {
     fn start(metrics: GrpcMetrics, path: &str) -> Self {
         metrics.in_flight.inc();
-        Self { metrics, path: path.to_owned(), started: Instant::now(), code: None, ended: false }
+        Self {
+            metrics,
+            path: path.to_owned(),
+            started: Instant::now(),
+            code: None,
+            ended: false,
+        }
     }
 
     fn observe_headers(&mut self, headers: &HeaderMap) {
@@ -185,15 +209,26 @@ impl Drop for CallRecorder {
         self.metrics.in_flight.dec();
         // A body dropped before its end was cancelled by the client; one that ended without
         // a status broke the protocol.
-        let code = self.code.unwrap_or(if self.ended { Code::Unknown } else { Code::Cancelled });
+        let code = self.code.unwrap_or(if self.ended {
+            Code::Unknown
+        } else {
+            Code::Cancelled
+        });
         let (service, method) = labels_for(&self.path, code);
         self.metrics
             .duration
-            .get_or_create(&MethodLabels { service: service.clone(), method: method.clone() })
+            .get_or_create(&MethodLabels {
+                service: service.clone(),
+                method: method.clone(),
+            })
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics
             .handled
-            .get_or_create(&CallLabels { service, method, code: code_name(code).to_owned() })
+            .get_or_create(&CallLabels {
+                service,
+                method,
+                code: code_name(code).to_owned(),
+            })
             .inc();
     }
 }
@@ -213,7 +248,12 @@ fn labels_for(path: &str, code: Code) -> (String, String) {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     Some(Code::from_i32(value))
 }
 
@@ -271,7 +311,10 @@ mod tests {
             labels_for("/appstack.auth.v1.AuthService/Login", Code::Ok),
             ("appstack.auth.v1.AuthService".into(), "Login".into())
         );
-        assert_eq!(labels_for("/x.Y/Random123", Code::Unimplemented).0, "unknown");
+        assert_eq!(
+            labels_for("/x.Y/Random123", Code::Unimplemented).0,
+            "unknown"
+        );
         assert_eq!(labels_for("garbage", Code::Internal).1, "unknown");
     }
 }

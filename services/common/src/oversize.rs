@@ -47,11 +47,16 @@ where
             .map(|result| {
                 result.map(|mut response| {
                     let headers = response.headers_mut();
-                    let oversized = headers.get("grpc-status").is_some_and(|s| s == OUT_OF_RANGE)
+                    let oversized = headers
+                        .get("grpc-status")
+                        .is_some_and(|s| s == OUT_OF_RANGE)
                         && headers
                             .get("grpc-message")
                             .and_then(|m| m.to_str().ok())
-                            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+                            .is_some_and(|m| {
+                                m.contains("message%20length%20too%20large")
+                                    || m.contains("message length too large")
+                            });
                     if oversized {
                         headers.insert("grpc-status", RESOURCE_EXHAUSTED);
                     }

@@ -11,8 +11,10 @@ where
     F: Into<String>,
     D: Into<String>,
 {
-    let violations: Vec<FieldViolation> =
-        violations.into_iter().map(|(f, d)| FieldViolation::new(f, d)).collect();
+    let violations: Vec<FieldViolation> = violations
+        .into_iter()
+        .map(|(f, d)| FieldViolation::new(f, d))
+        .collect();
     let message = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))
@@ -76,6 +78,9 @@ mod tests {
     fn retry_info_round_trip() {
         let status = exhausted_retry_after("locked", Duration::from_secs(4));
         let details = status.get_error_details();
-        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(4)));
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(4))
+        );
     }
 }

@@ -41,7 +41,9 @@ impl Listeners {
 pub async fn prepare_database(config: &StackConfig, application: &str) -> anyhow::Result<PgPool> {
     let pool = db::connect_lazy(&config.database, application)?;
     if config.database.migrate_on_start {
-        db::migrate(&pool).await.context("applying migrations at start")?;
+        db::migrate(&pool)
+            .await
+            .context("applying migrations at start")?;
     }
     Ok(pool)
 }
@@ -62,18 +64,34 @@ pub async fn run(
 
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseReady::new(pool.clone()))];
     let admin_router = admin::router(metrics.clone(), checks, shutdown.clone());
-    let admin_task = tokio::spawn(admin::serve(listeners.admin, admin_router, shutdown.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin_router,
+        shutdown.clone(),
+    ));
 
     let services = GrpcServices::new()
         .add(auth.server(config.server.max_message_bytes))
         .reflect(appstack_proto::FILE_DESCRIPTOR_SET);
-    let layer = ServiceBuilder::new().layer(grpc_metrics.layer()).layer(auth.auth_layer()).into_inner();
-    let served = grpc::serve(&config.server, listeners.grpc, services, layer, shutdown.clone()).await;
+    let layer = ServiceBuilder::new()
+        .layer(grpc_metrics.layer())
+        .layer(auth.auth_layer())
+        .into_inner();
+    let served = grpc::serve(
+        &config.server,
+        listeners.grpc,
+        services,
+        layer,
+        shutdown.clone(),
+    )
+    .await;
     // Whatever ended the gRPC server ends the process's other parts too.
     shutdown.cancel();
     let admin_result = admin_task.await;
     pool.close().await;
     served.context("gRPC server")?;
-    admin_result.context("admin task")?.context("admin HTTP server")?;
+    admin_result
+        .context("admin task")?
+        .context("admin HTTP server")?;
     Ok(())
 }

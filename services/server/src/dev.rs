@@ -34,7 +34,10 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating {}", options.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&options.data_dir)?;
-    eprintln!("appstack dev: starting PostgreSQL in {}", data_dir.join("postgres").display());
+    eprintln!(
+        "appstack dev: starting PostgreSQL in {}",
+        data_dir.join("postgres").display()
+    );
     let postgres = LocalPostgres::start(Options::new(data_dir.join("postgres")))
         .await
         .context("starting the private PostgreSQL")?;
@@ -65,7 +68,12 @@ async fn run_with_postgres(
 
     // Migrate and create the admin before serving, so the banner is true when printed.
     let pool = auth_role::prepare_database(&config, "appstack-dev").await?;
-    let auth = Auth::new(config.auth.clone(), pool.clone(), &MetricsRegistry::default()).await?;
+    let auth = Auth::new(
+        config.auth.clone(),
+        pool.clone(),
+        &MetricsRegistry::default(),
+    )
+    .await?;
     let password = admin_password(data_dir)?;
     let outcome = auth.bootstrap_admin(DEV_ADMIN_EMAIL, &password).await?;
     drop(auth);
@@ -80,10 +88,11 @@ async fn run_with_postgres(
 
 async fn ensure_database(postgres: &LocalPostgres, name: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(&postgres.url("postgres")).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         // `name` is our constant, not input.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -121,23 +130,35 @@ fn print_banner(
     postgres: &LocalPostgres,
     data_dir: &Path,
 ) {
-    let created = if outcome == BootstrapOutcome::Created { " (created)" } else { "" };
-    eprintln!(
-        "\n\
-AppStack dev stack is up. Ctrl-C stops everything.\n\
-\n\
-  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)\n\
-  admin HTTP    http://{admin}/healthz  /readyz  /metrics\n\
-  PostgreSQL    {db}\n\
-  data folder   {data}\n\
-  admin user    {DEV_ADMIN_EMAIL} / {password}{created}\n\
-\n\
-Try it (grpcurl):\n\
-  grpcurl -plaintext {grpc} list\n\
-  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/SignUp\n\
-  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/Login\n\
-  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" {grpc} appstack.auth.v1.AuthService/WhoAmI\n",
-        db = postgres.url("appstack"),
-        data = data_dir.display(),
-    );
+    let created = if outcome == BootstrapOutcome::Created {
+        " (created)"
+    } else {
+        ""
+    };
+    let db = postgres.url("appstack");
+    let data = data_dir.display();
+    let lines = [
+        String::new(),
+        "AppStack dev stack is up. Ctrl-C stops everything.".to_owned(),
+        String::new(),
+        format!("  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)"),
+        format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
+        format!("  PostgreSQL    {db}"),
+        format!("  data folder   {data}"),
+        format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),
+        String::new(),
+        "Try it with grpcurl:".to_owned(),
+        format!("  grpcurl -plaintext {grpc} list"),
+        format!(
+            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/SignUp"
+        ),
+        format!(
+            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/Login"
+        ),
+        format!(
+            "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" {grpc} appstack.auth.v1.AuthService/WhoAmI"
+        ),
+        String::new(),
+    ];
+    eprintln!("{}", lines.join("\n"));
 }

@@ -123,10 +123,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => {
             let config = args.load()?;
             telemetry::init_logging(&config.log)?;
-            appstack_server::migrate::run(&config.database).await.map(|_| ())
+            appstack_server::migrate::run(&config.database)
+                .await
+                .map(|_| ())
         }
         Command::Dev(args) => {
-            telemetry::init_logging(&LogConfig { format: LogFormat::Pretty, filter: "info".into() })?;
+            telemetry::init_logging(&LogConfig {
+                format: LogFormat::Pretty,
+                filter: "info".into(),
+            })?;
             let options = DevOptions {
                 data_dir: args.data_dir,
                 grpc_addr: args.grpc_addr,
@@ -147,7 +152,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Ok(p) if !p.is_empty() => p,
                 _ => {
                     let mut line = String::new();
-                    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };

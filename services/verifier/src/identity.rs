@@ -69,6 +69,8 @@ pub fn require_role<'r, T>(request: &'r Request<T>, role: &str) -> Result<&'r Id
     if identity.has_role(role) {
         Ok(identity)
     } else {
-        Err(Status::permission_denied(format!("the `{role}` role is required")))
+        Err(Status::permission_denied(format!(
+            "the `{role}` role is required"
+        )))
     }
 }

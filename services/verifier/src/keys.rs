@@ -29,7 +29,9 @@ pub struct GrpcJwksSource {
 impl GrpcJwksSource {
     /// A source reading through `channel` (a lazily connecting channel is fine).
     pub fn new(channel: Channel) -> Self {
-        Self { client: AuthServiceClient::new(channel) }
+        Self {
+            client: AuthServiceClient::new(channel),
+        }
     }
 }
 
@@ -78,7 +80,9 @@ pub struct KeyCacheConfig {
 
 impl Default for KeyCacheConfig {
     fn default() -> Self {
-        Self { min_refetch_interval: Duration::from_secs(10) }
+        Self {
+            min_refetch_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -94,14 +98,21 @@ pub struct KeyCache {
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("KeyCache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyCache {
     /// An empty cache; the first lookup fetches.
     pub fn new(source: Arc<dyn KeySource>, config: KeyCacheConfig) -> Self {
-        Self { source, config, keys: RwLock::new(Arc::default()), last_fetch: Mutex::new(None) }
+        Self {
+            source,
+            config,
+            keys: RwLock::new(Arc::default()),
+            last_fetch: Mutex::new(None),
+        }
     }
 
     fn snapshot(&self) -> Arc<KeyMap> {
@@ -147,7 +158,9 @@ impl KeyCache {
     fn replace(&self, jwks: Vec<Jwk>) -> usize {
         let map: KeyMap = jwks
             .into_iter()
-            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && (k.alg.is_empty() || k.alg == "EdDSA"))
+            .filter(|k| {
+                k.kty == "OKP" && k.crv == "Ed25519" && (k.alg.is_empty() || k.alg == "EdDSA")
+            })
             .filter_map(|k| match DecodingKey::from_ed_components(&k.x) {
                 Ok(key) => Some((k.kid, Arc::new(key))),
                 Err(error) => {
@@ -162,5 +175,85 @@ impl KeyCache {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(map),
         }
         count
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts fetches; serves one fixed JWK.
+    struct CountingSource {
+        fetches: AtomicUsize,
+        keys: Vec<Jwk>,
+    }
+
+    impl KeySource for CountingSource {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let keys = self.keys.clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    fn jwk(kid: &str) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            // A valid 32-byte point (the Ed25519 base point's encoding).
+            x: "WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY".into(),
+            kid: kid.into(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_refetch_at_most_once_per_interval() {
+        let source = Arc::new(CountingSource {
+            fetches: AtomicUsize::new(0),
+            keys: vec![jwk("k1")],
+        });
+        let cache = KeyCache::new(
+            source.clone(),
+            KeyCacheConfig {
+                min_refetch_interval: Duration::from_secs(10),
+            },
+        );
+
+        cache.get("k1").await.unwrap();
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        // Cached: no fetch.
+        cache.get("k1").await.unwrap();
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        // A flood of made-up kids right after a fetch costs nothing.
+        for i in 0..100 {
+            assert_eq!(
+                cache.get(&format!("bogus{i}")).await.unwrap_err(),
+                VerifyError::UnknownKey
+            );
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        // After the interval, one more fetch is allowed.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(cache.get("bogus").await.is_err());
+        assert!(cache.get("bogus2").await.is_err());
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn malformed_and_foreign_keys_are_ignored() {
+        let mut rsa = jwk("rsa");
+        rsa.kty = "RSA".into();
+        let mut broken = jwk("broken");
+        broken.x = "!!!".into();
+        let source = Arc::new(StaticKeySource::new(vec![rsa, broken, jwk("good")]));
+        let cache = KeyCache::new(source, KeyCacheConfig::default());
+        assert_eq!(cache.refresh().await.unwrap(), 1);
+        assert!(cache.cached("good").is_some());
+        assert!(cache.cached("rsa").is_none());
     }
 }

@@ -22,7 +22,10 @@ pub struct AuthLayer {
 impl AuthLayer {
     /// A layer verifying with `verifier`; every path needs a token until allowed otherwise.
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        Self { verifier, anonymous_prefixes: Arc::new(Vec::new()) }
+        Self {
+            verifier,
+            anonymous_prefixes: Arc::new(Vec::new()),
+        }
     }
 
     /// Lets requests whose path starts with `prefix` through without a token, e.g.
@@ -33,14 +36,19 @@ impl AuthLayer {
     }
 
     fn is_anonymous(&self, path: &str) -> bool {
-        self.anonymous_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        self.anonymous_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     }
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, layer: self.clone() }
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -105,7 +113,9 @@ fn bearer_token<B>(request: &Request<B>) -> Result<String, Status> {
         .split_once(' ')
         .ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Status::unauthenticated("authorization must be `Bearer <token>`"));
+        return Err(Status::unauthenticated(
+            "authorization must be `Bearer <token>`",
+        ));
     }
     Ok(token.trim().to_owned())
 }

@@ -27,4 +27,4 @@ pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 pub use identity::{Identity, PrincipalKind, require_identity, require_role};
 pub use keys::{GrpcJwksSource, KeyCache, KeyCacheConfig, KeySource, StaticKeySource};
 pub use layer::{AuthLayer, AuthService};
-pub use verifier::{VerifyError, Verifier, VerifierConfig};
+pub use verifier::{Verifier, VerifierConfig, VerifyError};

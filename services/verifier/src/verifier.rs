@@ -61,7 +61,11 @@ pub struct VerifierConfig {
 impl VerifierConfig {
     /// Requires `issuer` and `audience`, with 30 s of clock skew.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), leeway_seconds: 30 }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway_seconds: 30,
+        }
     }
 }
 
@@ -134,7 +138,9 @@ fn is_access_token_type(typ: &str) -> bool {
 /// algorithm's name (e.g. `none`), not garbage.
 fn token_names_an_algorithm(token: &str) -> bool {
     use base64::Engine as _;
-    let Some(encoded) = token.split('.').next() else { return false };
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
         return false;
     };

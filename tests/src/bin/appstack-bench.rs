@@ -132,12 +132,18 @@ impl Report {
         let scale = 10f64.powi(decimals);
         let rounded = (value * scale).round() / scale;
         // Not finite (a phase that completed nothing): JSON null.
-        let value = serde_json::Number::from_f64(rounded).map_or(serde_json::Value::Null, Into::into);
+        let value =
+            serde_json::Number::from_f64(rounded).map_or(serde_json::Value::Null, Into::into);
         self.print(metric, value, unit)
     }
 
     fn print(&self, metric: &str, value: serde_json::Value, unit: &str) -> anyhow::Result<()> {
-        let line = serde_json::to_string(&Figure { bench: self.bench, metric, value, unit })?;
+        let line = serde_json::to_string(&Figure {
+            bench: self.bench,
+            metric,
+            value,
+            unit,
+        })?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}").context("writing to stdout")?;
         out.flush().context("writing to stdout")
@@ -153,11 +159,14 @@ impl Latencies {
     }
 
     fn record(&mut self, latency: Duration) {
-        self.0.saturating_record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        self.0
+            .saturating_record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
     fn merge(&mut self, other: &Self) -> anyhow::Result<()> {
-        self.0.add(&other.0).map_err(|e| anyhow!("merging histograms: {e:?}"))
+        self.0
+            .add(&other.0)
+            .map_err(|e| anyhow!("merging histograms: {e:?}"))
     }
 
     fn samples(&self) -> u64 {
@@ -200,7 +209,10 @@ fn run_for(
         operation()?;
         operations += 1;
     }
-    Ok(Throughput { operations, elapsed: start.elapsed() })
+    Ok(Throughput {
+        operations,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Runs `operation` in a loop on one thread per core for `duration` (after a common start);
@@ -222,7 +234,10 @@ fn run_on_every_core(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
+            })
             .collect()
     });
     let per_thread = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
@@ -280,16 +295,17 @@ impl VerifyFixture {
             roles: &roles,
             email: Some("bench@example.com"),
         };
-        let token = sign_access_token(key, ISSUER, AUDIENCE, Duration::from_secs(3600), &subject)?
-            .token;
+        let token =
+            sign_access_token(key, ISSUER, AUDIENCE, Duration::from_secs(3600), &subject)?.token;
         let keys = KeyCache::new(
             Arc::new(StaticKeySource::new(vec![jwk])),
             KeyCacheConfig::default(),
         );
         let verifier = Arc::new(Verifier::new(VerifierConfig::new(ISSUER, AUDIENCE), keys));
 
-        let (signing_input, encoded_signature) =
-            token.rsplit_once('.').context("the token has no signature part")?;
+        let (signing_input, encoded_signature) = token
+            .rsplit_once('.')
+            .context("the token has no signature part")?;
         let signature_bytes = URL_SAFE_NO_PAD
             .decode(encoded_signature)
             .context("decoding the token's signature")?;
@@ -329,7 +345,10 @@ async fn verify_loop(
         operations += 1;
         now = done;
     }
-    Ok(Throughput { operations, elapsed: start.elapsed() })
+    Ok(Throughput {
+        operations,
+        elapsed: start.elapsed(),
+    })
 }
 
 fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -359,7 +378,13 @@ fn auth_verify(seconds: Duration) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("the first verification failed: {e}"))?;
         verify_loop(&fixture.verifier, &fixture.token, warmup, None).await?;
-        verify_loop(&fixture.verifier, &fixture.token, seconds, Some(&mut latencies)).await
+        verify_loop(
+            &fixture.verifier,
+            &fixture.token,
+            seconds,
+            Some(&mut latencies),
+        )
+        .await
     })?;
     drop(runtime);
     eprintln!(
@@ -389,7 +414,10 @@ fn auth_verify(seconds: Duration) -> anyhow::Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
+            })
             .collect()
     });
     let all = all.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
@@ -419,22 +447,46 @@ fn auth_verify(seconds: Duration) -> anyhow::Result<()> {
     })?;
 
     let per_core = single.per_sec();
-    report.real("verifications_per_sec_per_core", per_core, 1, "verifications/s")?;
+    report.real(
+        "verifications_per_sec_per_core",
+        per_core,
+        1,
+        "verifications/s",
+    )?;
     report.count("verify_latency_p50_ns", latencies.quantile_ns(0.50), "ns")?;
     report.count("verify_latency_p99_ns", latencies.quantile_ns(0.99), "ns")?;
-    report.real("verifications_per_sec_all_cores", all_cores, 1, "verifications/s")?;
+    report.real(
+        "verifications_per_sec_all_cores",
+        all_cores,
+        1,
+        "verifications/s",
+    )?;
     report.count("cores", u64::try_from(threads)?, "cores")?;
-    report.real("raw_ed25519_verify_per_sec", raw.per_sec(), 1, "verifications/s")?;
+    report.real(
+        "raw_ed25519_verify_per_sec",
+        raw.per_sec(),
+        1,
+        "verifications/s",
+    )?;
     report.real(
         "raw_ed25519_verify_with_key_decode_per_sec",
         raw_with_key_decode.per_sec(),
         1,
         "verifications/s",
     )?;
-    report.real("verifier_to_raw_ratio", per_core / raw.per_sec(), 3, "ratio")?;
+    report.real(
+        "verifier_to_raw_ratio",
+        per_core / raw.per_sec(),
+        3,
+        "ratio",
+    )?;
     eprintln!(
         "auth-verify: goal >= {VERIFY_GOAL_PER_CORE} verifications/s per core: {} ({per_core:.0}, {} latency samples)",
-        if per_core >= VERIFY_GOAL_PER_CORE { "met" } else { "NOT met" },
+        if per_core >= VERIFY_GOAL_PER_CORE {
+            "met"
+        } else {
+            "NOT met"
+        },
         latencies.samples(),
     );
     Ok(())
@@ -492,18 +544,35 @@ fn auth_login(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()> {
     // Raw argon2id in the same process, the server idle: one *verify* of a PHC hash per
     // operation, as a login does, on one thread per core.
     let baseline = argon2_baseline(&outcome.params, threads, seconds);
-    runtime.block_on(server.stop()).context("stopping the auth server")?;
+    runtime
+        .block_on(server.stop())
+        .context("stopping the auth server")?;
     let (argon2_per_sec, argon2_latencies) = baseline?;
 
     let logins_per_sec = outcome.ok as f64 / outcome.elapsed.as_secs_f64();
     let login_errors: u64 = outcome.errors.values().sum();
     report.real("logins_per_sec", logins_per_sec, 2, "logins/s")?;
-    report.real("login_latency_p50_ms", outcome.latencies.quantile_ms(0.50), 2, "ms")?;
-    report.real("login_latency_p99_ms", outcome.latencies.quantile_ms(0.99), 2, "ms")?;
+    report.real(
+        "login_latency_p50_ms",
+        outcome.latencies.quantile_ms(0.50),
+        2,
+        "ms",
+    )?;
+    report.real(
+        "login_latency_p99_ms",
+        outcome.latencies.quantile_ms(0.99),
+        2,
+        "ms",
+    )?;
     report.count("login_errors", login_errors, "errors")?;
     report.count("login_clients", u64::try_from(clients)?, "clients")?;
     report.real("argon2_per_sec", argon2_per_sec, 2, "verifications/s")?;
-    report.real("argon2_latency_p50_ms", argon2_latencies.quantile_ms(0.50), 2, "ms")?;
+    report.real(
+        "argon2_latency_p50_ms",
+        argon2_latencies.quantile_ms(0.50),
+        2,
+        "ms",
+    )?;
     report.count("cores", u64::try_from(threads)?, "cores")?;
     let ratio = logins_per_sec / argon2_per_sec;
     report.real("login_to_argon2_ratio", ratio, 3, "ratio")?;
@@ -512,7 +581,11 @@ fn auth_login(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "auth-login: goal login_to_argon2_ratio >= {LOGIN_GOAL_RATIO}: {} ({ratio:.3})",
-        if ratio >= LOGIN_GOAL_RATIO { "met" } else { "NOT met" }
+        if ratio >= LOGIN_GOAL_RATIO {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     Ok(())
 }
@@ -544,7 +617,10 @@ async fn login_phase(
             let email = format!("bench-{index}@example.com");
             let password = format!("bench-password-{index}-correct-horse");
             client
-                .sign_up(SignUpRequest { email: email.clone(), password: password.clone() })
+                .sign_up(SignUpRequest {
+                    email: email.clone(),
+                    password: password.clone(),
+                })
                 .await
                 .map_err(|s| anyhow!("signing up {email}: {s}"))?;
             let login = LoginRequest { email, password };
@@ -587,7 +663,13 @@ async fn login_phase(
         errors.values().sum::<u64>(),
         elapsed.as_secs_f64()
     );
-    Ok(LoginRun { ok, errors, latencies, elapsed, params })
+    Ok(LoginRun {
+        ok,
+        errors,
+        latencies,
+        elapsed,
+        params,
+    })
 }
 
 /// Logs in over and over until `deadline`; never stops on a refused login (counted by code).
@@ -609,7 +691,11 @@ async fn login_loop(
         run.latencies.record(done - now);
         match result {
             Ok(_) => run.ok += 1,
-            Err(status) => *run.errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+            Err(status) => {
+                *run.errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_insert(0) += 1
+            }
         }
         now = done;
     }
@@ -624,8 +710,13 @@ fn argon2_baseline(
     threads: usize,
     seconds: Duration,
 ) -> anyhow::Result<(f64, Latencies)> {
-    let params = argon2::Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-        .map_err(|e| anyhow!("argon2 parameters: {e}"))?;
+    let params = argon2::Params::new(
+        config.memory_kib,
+        config.iterations,
+        config.parallelism,
+        None,
+    )
+    .map_err(|e| anyhow!("argon2 parameters: {e}"))?;
     let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let password = b"bench-password-correct-horse";
     let salt = SaltString::generate(&mut OsRng);

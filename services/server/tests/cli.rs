@@ -1,0 +1,83 @@
+//! The `appstack` binary's command line: configuration errors are clear, tools work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Command;
+
+fn appstack() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_appstack"));
+    command.env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    command
+}
+
+#[test]
+fn help_lists_the_roles() {
+    let out = appstack().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for role in ["auth", "migrate", "dev", "keygen", "bootstrap-admin"] {
+        assert!(text.contains(role), "{role} missing:\n{text}");
+    }
+}
+
+#[test]
+fn a_typo_in_the_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appstack.toml");
+    std::fs::write(&path, "[server]\ngrpc_adress = \"0.0.0.0:1\"\n").unwrap();
+    let out = appstack()
+        .args(["auth", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grpc_adress"), "{err}");
+}
+
+#[test]
+fn bad_values_from_env_and_missing_database_are_reported() {
+    let out = appstack()
+        .arg("auth")
+        .env("APPSTACK_AUTH__ACCESS_TOKEN_TTL", "forever")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("access_token_ttl"), "{err}");
+
+    let out = appstack().arg("auth").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("database.url is required"), "{err}");
+}
+
+#[test]
+fn keygen_writes_a_private_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = appstack()
+        .args(["keygen", "--kid", "k1", "--keys-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folder = appstack_auth::signing::load_folder(dir.path()).unwrap();
+    assert_eq!(folder.active().unwrap().kid, "k1");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("k1.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
+    // Key ids are never reused.
+    let again = appstack()
+        .args(["keygen", "--kid", "k1", "--keys-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
