@@ -50,7 +50,7 @@ impl GrpcServices {
     }
 
     /// Adds a service; it reports SERVING in `grpc.health.v1` once the server starts.
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn with_service<S>(mut self, service: S) -> Self
     where
         S: Service<Request<Body>, Error = Infallible>
             + NamedService

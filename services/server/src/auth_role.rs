@@ -71,7 +71,7 @@ pub async fn run(
     ));
 
     let services = GrpcServices::new()
-        .add(auth.server(config.server.max_message_bytes))
+        .with_service(auth.server(config.server.max_message_bytes))
         .reflect(appstack_proto::FILE_DESCRIPTOR_SET);
     let layer = ServiceBuilder::new()
         .layer(grpc_metrics.layer())

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use jsonwebtoken::DecodingKey;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::verifier::VerifyError;
@@ -153,6 +154,25 @@ impl KeyCache {
         let keys = self.source.fetch().await?;
         *last_fetch = Some(Instant::now());
         Ok(self.replace(keys))
+    }
+
+    /// Refetches every `interval` until `stop`, so keys withdrawn from the JWKS (an
+    /// emergency revocation) stop verifying without a restart. A failed fetch keeps the
+    /// current set.
+    pub async fn run_refresh(&self, interval: Duration, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.refresh().await {
+                        tracing::warn!(%error, "refreshing verification keys failed; keeping the current set");
+                    }
+                }
+            }
+        }
     }
 
     fn replace(&self, jwks: Vec<Jwk>) -> usize {

@@ -29,7 +29,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use appstack_auth::signing;
 use appstack_auth::tokens::{Subject, sign_access_token};
 use appstack_proto::auth::v1::auth_service_client::AuthServiceClient;
