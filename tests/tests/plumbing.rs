@@ -197,3 +197,48 @@ async fn shutdown_drains_and_stops_listening() {
         "admin still listening"
     );
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish() {
+    // Slow hashing on one worker, so calls are still running when shutdown starts.
+    let server = AuthServer::start_with(|c| {
+        c.auth.password = appstack_auth::config::PasswordConfig {
+            memory_kib: 8 * 1024,
+            iterations: 3,
+            parallelism: 1,
+            workers: 1,
+            queue: 64,
+        };
+    })
+    .await
+    .unwrap();
+    let mut client = server.client().await.unwrap();
+    client
+        .sign_up(appstack_proto::auth::v1::SignUpRequest {
+            email: "drain@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut c = client.clone();
+        calls.push(tokio::spawn(async move {
+            c.login(LoginRequest {
+                email: "drain@example.com".into(),
+                password: "correct horse battery".into(),
+            })
+            .await
+        }));
+    }
+    // Let the calls reach the server, then stop it while they run.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let admin = server.admin;
+    server.stop().await.unwrap();
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("an in-flight call was cut off by shutdown");
+    }
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}
