@@ -57,6 +57,7 @@ impl AuthServer {
         let mut config = StackConfig::default();
         config.server.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.server.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.shutdown_delay = Duration::ZERO;
         config.server.shutdown_grace = Duration::from_secs(5);
         config.database.url = database.url.clone();
         config.database.migrate_on_start = true;

@@ -441,3 +441,109 @@ async fn audit_events_are_append_only() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_demoted_admin_token_loses_admin_powers_at_once() {
+    let server = AuthServer::start().await.unwrap();
+    let mut client = server.client().await.unwrap();
+    bootstrap_admin(&server, "boss@example.com").await;
+    let boss = login(&mut client, "boss@example.com", PASSWORD)
+        .await
+        .unwrap();
+    bootstrap_admin(&server, "deputy@example.com").await;
+    let deputy = login(&mut client, "deputy@example.com", PASSWORD)
+        .await
+        .unwrap();
+
+    // A service account made by the deputy, with admin powers.
+    let sa = client
+        .create_service_account(bearer(
+            CreateServiceAccountRequest {
+                name: "robot".into(),
+                roles: vec!["admin".into()],
+            },
+            &deputy.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The boss demotes the deputy; the deputy's unexpired token still says `admin`.
+    client
+        .set_roles(bearer(
+            SetRolesRequest {
+                user_id: deputy.subject.clone(),
+                roles: vec!["user".into()],
+            },
+            &boss.access_token,
+        ))
+        .await
+        .unwrap();
+    let denied = client
+        .create_service_account(bearer(
+            CreateServiceAccountRequest {
+                name: "backdoor".into(),
+                roles: vec!["admin".into()],
+            },
+            &deputy.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = client
+        .set_roles(bearer(
+            SetRolesRequest {
+                user_id: deputy.subject.clone(),
+                roles: vec!["admin".into()],
+            },
+            &deputy.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // The boss disables the robot: its credentials and its admin token stop working.
+    let robot = client
+        .client_credentials_token(ClientCredentialsTokenRequest {
+            client_id: sa.client_id.clone(),
+            client_secret: sa.client_secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .disable_service_account(bearer(
+            DisableServiceAccountRequest { id: sa.id.clone() },
+            &boss.access_token,
+        ))
+        .await
+        .unwrap();
+    let err = client
+        .client_credentials_token(ClientCredentialsTokenRequest {
+            client_id: sa.client_id,
+            client_secret: sa.client_secret,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .disable_user(bearer(
+            DisableUserRequest {
+                user_id: boss.subject.clone(),
+            },
+            &robot.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let unknown = client
+        .disable_service_account(bearer(
+            DisableServiceAccountRequest {
+                id: uuid::Uuid::new_v4().to_string(),
+            },
+            &boss.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}

@@ -292,11 +292,8 @@ async fn parallel_refreshes_of_one_token_let_at_most_one_through() {
             Err(status) => assert_eq!(status.code(), Code::Unauthenticated),
         }
     }
-    assert!(
-        ok.len() <= 1,
-        "{} refreshes of one token succeeded",
-        ok.len()
-    );
+    // The first to spend the token holds its row until it commits, so exactly one wins.
+    assert_eq!(ok.len(), 1, "refreshes of one token that succeeded");
     // Reuse was seen, so even the winner's new token is revoked.
     for r in ok {
         let err = client
@@ -338,7 +335,7 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
         let status = task.await.unwrap().unwrap_err();
         match status.code() {
             Code::Unauthenticated => unauthenticated += 1,
-            Code::ResourceExhausted => exhausted += 1,
+            Code::ResourceExhausted if status.message().contains("locked") => exhausted += 1,
             other => panic!("unexpected {other:?}: {status:?}"),
         }
     }
@@ -351,6 +348,7 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
         .await
         .unwrap_err();
     assert_eq!(locked.code(), Code::ResourceExhausted);
+    assert!(locked.message().contains("locked"), "{locked:?}");
     let retry = locked
         .get_error_details()
         .retry_info()

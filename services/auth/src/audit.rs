@@ -25,6 +25,8 @@ pub enum AuditKind {
     UserDisabled,
     /// A service account was created.
     ServiceAccountCreated,
+    /// A service account was disabled.
+    ServiceAccountDisabled,
     /// A service account obtained a token.
     ClientCredentialsOk,
     /// A client-credentials request failed.
@@ -48,6 +50,7 @@ impl AuditKind {
             Self::RoleChange => "role_change",
             Self::UserDisabled => "user_disabled",
             Self::ServiceAccountCreated => "service_account_created",
+            Self::ServiceAccountDisabled => "service_account_disabled",
             Self::ClientCredentialsOk => "client_credentials_ok",
             Self::ClientCredentialsFailed => "client_credentials_failed",
             Self::KeyRotation => "key_rotation",

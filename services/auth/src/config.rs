@@ -72,6 +72,9 @@ impl Validate for AuthConfig {
                 "auth.refresh_token_ttl must not be shorter than auth.access_token_ttl".into(),
             );
         }
+        if self.session_max_lifetime > Duration::from_secs(366 * 24 * 3600) {
+            problems.push("auth.session_max_lifetime must be at most 366d".into());
+        }
         if self.session_max_lifetime < self.refresh_token_ttl {
             problems.push(
                 "auth.session_max_lifetime must not be shorter than auth.refresh_token_ttl".into(),
@@ -128,6 +131,9 @@ impl Validate for PasswordConfig {
         if self.workers > 1024 {
             problems.push("auth.password.workers must be at most 1024".into());
         }
+        if self.queue > 100_000 {
+            problems.push("auth.password.queue must be at most 100000".into());
+        }
     }
 }
 
@@ -160,6 +166,9 @@ impl Validate for LockoutConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if self.threshold == 0 {
             problems.push("auth.lockout.threshold must be positive".into());
+        }
+        if self.max > Duration::from_secs(7 * 24 * 3600) {
+            problems.push("auth.lockout.max must be at most 7d".into());
         }
         if self.base.is_zero() || self.max < self.base {
             problems

@@ -158,13 +158,15 @@ impl Auth {
         &self.api
     }
 
-    /// Starts the key-folder reload loop until `stop`.
+    /// Starts, until `stop`: the key-folder reload, the verifier's key refresh, and the purge
+    /// of ended sessions.
     pub fn spawn_background(&self, stop: CancellationToken) {
-        tokio::spawn(
-            self.keys
-                .clone()
-                .run_reload(self.config.key_reload_interval, stop),
-        );
+        let interval = self.config.key_reload_interval;
+        tokio::spawn(self.keys.clone().run_reload(interval, stop.clone()));
+        let verifier = self.verifier.clone();
+        let refresh_stop = stop.clone();
+        tokio::spawn(async move { verifier.keys().run_refresh(interval, refresh_stop).await });
+        tokio::spawn(purge_ended_sessions(self.api.store().clone(), stop));
     }
 
     /// Makes `email` an admin: creates the user with `password` when absent, else adds the
@@ -193,5 +195,28 @@ impl Auth {
             .create_user(email, password, &roles, Some("bootstrap"))
             .await?;
         Ok(BootstrapOutcome::Created)
+    }
+}
+
+/// Ended sessions and their refresh tokens are kept this long (for reuse detection and
+/// investigation), then deleted.
+const SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often ended sessions are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes ended sessions hourly until `stop`, so the session tables do not grow without
+/// bound. Every replica runs it; the deletes are idempotent.
+async fn purge_ended_sessions(store: store::Store, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => match store.purge_ended_sessions(SESSION_RETENTION).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged ended sessions"),
+                Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
+            },
+        }
     }
 }

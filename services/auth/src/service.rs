@@ -189,7 +189,9 @@ impl AuthApi {
                 self.config.refresh_token_ttl,
                 self.config.session_max_lifetime,
             )
-            .await?;
+            .await?
+            .then_some(())
+            .ok_or(AuthError::PermissionDenied("this user is disabled"))?;
         let access = self.access_token(&Subject {
             id: &subject,
             roles: &user.roles,
@@ -329,6 +331,44 @@ impl AuthApi {
         })
     }
 
+    /// The caller's subject if it holds the admin role *now*: the token says so, and the
+    /// database agrees (not disabled, role not revoked since the token was issued).
+    async fn current_admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let identity = require_role(request, ADMIN_ROLE)?;
+        let revoked = || Status::permission_denied("the `admin` role is required");
+        let admin_now = match identity.kind {
+            PrincipalKind::User => {
+                let id = uuid::Uuid::parse_str(&identity.subject).map_err(|_| revoked())?;
+                self.store
+                    .user_by_id(id)
+                    .await
+                    .map_err(AuthError::from)?
+                    .is_some_and(|u| {
+                        u.disabled_at.is_none() && u.roles.iter().any(|r| r == ADMIN_ROLE)
+                    })
+            }
+            PrincipalKind::ServiceAccount => {
+                let id = identity
+                    .subject
+                    .strip_prefix("sa:")
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    .ok_or_else(revoked)?;
+                self.store
+                    .service_account_by_id(id)
+                    .await
+                    .map_err(AuthError::from)?
+                    .is_some_and(|(roles, disabled)| {
+                        disabled.is_none() && roles.iter().any(|r| r == ADMIN_ROLE)
+                    })
+            }
+        };
+        if admin_now {
+            Ok(identity.subject.clone())
+        } else {
+            Err(revoked())
+        }
+    }
+
     /// Creates a user (sign-up, or an admin bootstrap with other roles).
     pub async fn create_user(
         &self,
@@ -456,7 +496,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::SetRolesRequest>,
     ) -> GrpcResult<pb::SetRolesResponse> {
-        let actor = require_role(&request, ADMIN_ROLE)?.subject.clone();
+        let actor = self.current_admin(&request).await?;
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
         let roles = validate::roles(&req.roles).map_err(|why| AuthError::field("roles", why))?;
@@ -475,7 +515,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::DisableUserRequest>,
     ) -> GrpcResult<pb::DisableUserResponse> {
-        let actor = require_role(&request, ADMIN_ROLE)?.subject.clone();
+        let actor = self.current_admin(&request).await?;
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
         if actor == id.to_string() {
@@ -497,7 +537,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::CreateServiceAccountRequest>,
     ) -> GrpcResult<pb::CreateServiceAccountResponse> {
-        let actor = require_role(&request, ADMIN_ROLE)?.subject.clone();
+        let actor = self.current_admin(&request).await?;
         let req = request.into_inner();
         let mut bad = Vec::new();
         if let Err(why) = validate::service_account_name(&req.name) {
@@ -534,6 +574,23 @@ impl AuthService for AuthApi {
             client_id,
             client_secret: secret,
         }))
+    }
+
+    async fn disable_service_account(
+        &self,
+        request: Request<pb::DisableServiceAccountRequest>,
+    ) -> GrpcResult<pb::DisableServiceAccountResponse> {
+        let actor = self.current_admin(&request).await?;
+        let id = user_id("id", &request.into_inner().id)?;
+        if !self
+            .store
+            .disable_service_account(id, &actor)
+            .await
+            .map_err(AuthError::from)?
+        {
+            return Err(AuthError::NotFound("no such service account").into());
+        }
+        Ok(Response::new(pb::DisableServiceAccountResponse {}))
     }
 
     async fn client_credentials_token(

@@ -232,8 +232,19 @@ impl Store {
         token_hash: &[u8; 32],
         refresh_ttl: Duration,
         session_lifetime: Duration,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // Share-lock the user: a concurrent DisableUser waits for this session to exist (and
+        // then revokes it), or this one sees the user disabled.
+        let enabled: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM auth.users WHERE id = $1 AND disabled_at IS NULL FOR SHARE",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if enabled.is_none() {
+            return Ok(false);
+        }
         let family = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO auth.session_families (id, user_id, expires_at)
@@ -261,7 +272,8 @@ impl Store {
             serde_json::json!({ "family": family }),
         )
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Spends `old_hash` and issues `new_hash` in the same family. A spent token presented
@@ -313,23 +325,29 @@ impl Store {
         if expires_at <= Utc::now() {
             return Ok(RefreshOutcome::Invalid);
         }
-        let session: (Option<DateTime<Utc>>, DateTime<Utc>, Uuid) = sqlx::query_as(
-            "SELECT revoked_at, expires_at, user_id FROM auth.session_families WHERE id = $1",
-        )
-        .bind(family)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (revoked_at, session_end, user_id) = session;
-        let now = Utc::now();
-        if revoked_at.is_some() || session_end <= now {
-            return Ok(RefreshOutcome::SessionEnded);
-        }
+        // Lock order matches DisableUser (user row, then sessions), so the two cannot
+        // deadlock, and a user disabled meanwhile is seen here.
+        let (user_id,): (Uuid,) =
+            sqlx::query_as("SELECT user_id FROM auth.session_families WHERE id = $1")
+                .bind(family)
+                .fetch_one(&mut *tx)
+                .await?;
         let user: UserRow = sqlx::query_as(
-            "SELECT id, email, password_hash, roles, disabled_at, created_at FROM auth.users WHERE id = $1",
+            "SELECT id, email, password_hash, roles, disabled_at, created_at FROM auth.users WHERE id = $1 FOR SHARE",
         )
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
+        let (revoked_at, session_end): (Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT revoked_at, expires_at FROM auth.session_families WHERE id = $1 FOR UPDATE",
+        )
+        .bind(family)
+        .fetch_one(&mut *tx)
+        .await?;
+        let now = Utc::now();
+        if revoked_at.is_some() || session_end <= now {
+            return Ok(RefreshOutcome::SessionEnded);
+        }
         if user.disabled_at.is_some() {
             return Ok(RefreshOutcome::Disabled);
         }
@@ -506,7 +524,65 @@ impl Store {
         .await
     }
 
-    /// Registers the public keys of the key folder and retires keys older than `active`.
+    /// A service account by id: (roles, disabled).
+    pub async fn service_account_by_id(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Vec<String>, Option<DateTime<Utc>>)>, sqlx::Error> {
+        sqlx::query_as("SELECT roles, disabled_at FROM auth.service_accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Disables a service account; false for an unknown id.
+    pub async fn disable_service_account(
+        &self,
+        id: Uuid,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query(
+            "UPDATE auth.service_accounts SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if found {
+            audit(
+                &mut tx,
+                AuditKind::ServiceAccountDisabled,
+                Some(&format!("sa:{id}")),
+                Some(actor),
+                serde_json::json!({}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    /// Deletes refresh tokens and sessions that ended more than `keep` ago; returns how many
+    /// sessions went. Their audit events stay.
+    pub async fn purge_ended_sessions(&self, keep: Duration) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM auth.refresh_tokens WHERE expires_at < now() - $1")
+            .bind(interval(keep))
+            .execute(&self.pool)
+            .await?;
+        let sessions = sqlx::query(
+            "DELETE FROM auth.session_families
+             WHERE expires_at < now() - $1 OR revoked_at < now() - $1",
+        )
+        .bind(interval(keep))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(sessions)
+    }
+
+    /// Registers the public keys of the key folder and retires every other key.
     /// Returns whether `active` was seen for the first time (a rotation). A `kid` already
     /// registered with a different public key is an error: key ids must never be reused.
     pub async fn register_keys(
@@ -551,7 +627,7 @@ impl Store {
             }
         }
         sqlx::query(
-            "UPDATE auth.signing_keys SET retired_at = now() WHERE kid < $1 AND retired_at IS NULL",
+            "UPDATE auth.signing_keys SET retired_at = now() WHERE kid <> $1 AND retired_at IS NULL",
         )
         .bind(active)
         .execute(&mut *tx)

@@ -110,6 +110,10 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// On shutdown, how long the process keeps accepting calls while reporting not ready, so
+    /// load balancers and Kubernetes endpoints stop routing to it first.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// On shutdown, how long in-flight calls may run before connections are dropped.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
         }
     }
@@ -139,6 +144,12 @@ impl Validate for ServerConfig {
         }
         if self.keepalive_timeout.is_zero() {
             problems.push("server.keepalive_timeout must be positive".into());
+        }
+        if self.shutdown_delay > Duration::from_secs(60) {
+            problems.push("server.shutdown_delay must be at most 60s".into());
+        }
+        if self.shutdown_grace > Duration::from_secs(600) {
+            problems.push("server.shutdown_grace must be at most 600s".into());
         }
         if self.max_concurrent_streams == 0 {
             problems.push("server.max_concurrent_streams must be positive".into());

@@ -2,7 +2,11 @@
 //! reflection (v1 and v1alpha, so older grpcurl works), HTTP/2 keepalive and stream limits,
 //! and a graceful shutdown bounded by a deadline.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
+
+use prost::Message as _;
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
@@ -17,6 +21,7 @@ use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 
 use crate::config::ServerConfig;
+use crate::metrics::GrpcMetrics;
 
 /// The gRPC server failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +89,18 @@ impl Default for GrpcServices {
     }
 }
 
-/// Serves `services` on `listener`, wrapped in `layer` (metrics, authentication), until
-/// `shutdown` is cancelled; then marks everything NOT_SERVING, lets in-flight calls finish for
-/// at most `config.shutdown_grace`, and returns.
+/// Serves `services` on `listener` until `shutdown` is cancelled.
+///
+/// Layers, outermost first: RED `metrics` (labelled only with methods the registered
+/// descriptor sets declare), the oversize remap, then the caller's `layer` (authentication).
+/// On shutdown: everything turns NOT_SERVING at once, the listener stays open for
+/// `config.shutdown_delay` (load balancers notice the failing readiness and stop routing),
+/// then closes; in-flight calls get `config.shutdown_grace` to finish.
 pub async fn serve<L, ResBody>(
     config: &ServerConfig,
     listener: TcpListener,
     services: GrpcServices,
+    metrics: &GrpcMetrics,
     layer: L,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcServeError>
@@ -111,6 +121,7 @@ where
     } = services;
     let mut v1 = tonic_reflection::server::Builder::configure();
     let mut v1alpha = tonic_reflection::server::Builder::configure();
+    let known_methods = Arc::new(method_paths(&descriptor_sets));
     for set in &descriptor_sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
@@ -134,6 +145,7 @@ where
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(metrics.layer(known_methods))
         .layer(crate::oversize::OversizeAsResourceExhausted)
         .layer(layer)
         .add_routes(routes)
@@ -141,6 +153,7 @@ where
             let shutdown = shutdown.clone();
             let health = health.clone();
             let drain_started = drain_started.clone();
+            let delay = config.shutdown_delay;
             async move {
                 shutdown.cancelled().await;
                 for name in &names {
@@ -151,6 +164,7 @@ where
                 health
                     .set_service_status("", ServingStatus::NotServing)
                     .await;
+                tokio::time::sleep(delay).await;
                 drain_started.cancel();
             }
         });
@@ -163,4 +177,45 @@ where
         }
     }
     Ok(())
+}
+
+/// Every `/package.Service/Method` path declared by the encoded descriptor sets.
+fn method_paths(descriptor_sets: &[&'static [u8]]) -> HashSet<String> {
+    let mut paths = HashSet::new();
+    for set in descriptor_sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                let full = if package.is_empty() {
+                    service_name
+                } else {
+                    format!("{package}.{service_name}")
+                };
+                for method in service.method {
+                    paths.insert(format!("/{full}/{}", method.name.unwrap_or_default()));
+                }
+            }
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths_come_from_the_descriptors() {
+        let paths = method_paths(&[
+            appstack_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]);
+        assert!(paths.contains("/appstack.auth.v1.AuthService/Login"));
+        assert!(paths.contains("/grpc.health.v1.Health/Check"));
+        assert!(!paths.contains("/appstack.auth.v1.AuthService/Nope"));
+    }
 }

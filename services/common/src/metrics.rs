@@ -2,6 +2,7 @@
 //! gRPC method, with the status taken from `grpc-status` (response headers for trailers-only
 //! errors, the trailers otherwise), so streaming calls are measured to their end.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -116,10 +117,13 @@ impl GrpcMetrics {
         metrics
     }
 
-    /// Tower layer that records every call through it.
-    pub fn layer(&self) -> GrpcMetricsLayer {
+    /// Tower layer that records every call through it. Calls to paths outside
+    /// `known_methods` share the `unknown` labels, so clients sending made-up paths cannot grow
+    /// the label set.
+    pub fn layer(&self, known_methods: Arc<HashSet<String>>) -> GrpcMetricsLayer {
         GrpcMetricsLayer {
             metrics: self.clone(),
+            known_methods,
         }
     }
 }
@@ -128,6 +132,7 @@ impl GrpcMetrics {
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     metrics: GrpcMetrics,
+    known_methods: Arc<HashSet<String>>,
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
@@ -136,6 +141,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
         GrpcMetricsService {
             inner,
             metrics: self.metrics.clone(),
+            known_methods: self.known_methods.clone(),
         }
     }
 }
@@ -145,6 +151,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetricsService<S> {
     inner: S,
     metrics: GrpcMetrics,
+    known_methods: Arc<HashSet<String>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetricsService<S>
@@ -162,7 +169,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let recorder = CallRecorder::start(self.metrics.clone(), request.uri().path());
+        let path = request.uri().path();
+        let (service, method) = labels_for(path, &self.known_methods);
+        let recorder = CallRecorder::start(self.metrics.clone(), service, method);
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
@@ -179,18 +188,20 @@ where
 /// Records one call when its response ends or is dropped.
 struct CallRecorder {
     metrics: GrpcMetrics,
-    path: String,
+    service: String,
+    method: String,
     started: Instant,
     code: Option<Code>,
     ended: bool,
 }
 
 impl CallRecorder {
-    fn start(metrics: GrpcMetrics, path: &str) -> Self {
+    fn start(metrics: GrpcMetrics, service: String, method: String) -> Self {
         metrics.in_flight.inc();
         Self {
             metrics,
-            path: path.to_owned(),
+            service,
+            method,
             started: Instant::now(),
             code: None,
             ended: false,
@@ -214,7 +225,8 @@ impl Drop for CallRecorder {
         } else {
             Code::Cancelled
         });
-        let (service, method) = labels_for(&self.path, code);
+        let service = std::mem::take(&mut self.service);
+        let method = std::mem::take(&mut self.method);
         self.metrics
             .duration
             .get_or_create(&MethodLabels {
@@ -233,18 +245,14 @@ impl Drop for CallRecorder {
     }
 }
 
-/// Splits `/pkg.Service/Method`. Paths that no service answers (UNIMPLEMENTED) share one
-/// label, so a client sending random paths cannot grow the label set without bound.
-fn labels_for(path: &str, code: Code) -> (String, String) {
-    if code == Code::Unimplemented {
-        return ("unknown".into(), "unknown".into());
+/// Splits `/pkg.Service/Method` when it is a known method; `unknown` otherwise.
+fn labels_for(path: &str, known_methods: &HashSet<String>) -> (String, String) {
+    if known_methods.contains(path)
+        && let Some((service, method)) = path.trim_start_matches('/').split_once('/')
+    {
+        return (service.to_owned(), method.to_owned());
     }
-    match path.trim_start_matches('/').split_once('/') {
-        Some((service, method)) if !service.is_empty() && !method.is_empty() => {
-            (service.to_owned(), method.to_owned())
-        }
-        _ => ("unknown".into(), "unknown".into()),
-    }
+    ("unknown".into(), "unknown".into())
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
@@ -307,14 +315,15 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
+        let known: HashSet<String> = ["/appstack.auth.v1.AuthService/Login".to_owned()].into();
         assert_eq!(
-            labels_for("/appstack.auth.v1.AuthService/Login", Code::Ok),
+            labels_for("/appstack.auth.v1.AuthService/Login", &known),
             ("appstack.auth.v1.AuthService".into(), "Login".into())
         );
         assert_eq!(
-            labels_for("/x.Y/Random123", Code::Unimplemented).0,
+            labels_for("/appstack.auth.v1.AuthService/Random", &known).0,
             "unknown"
         );
-        assert_eq!(labels_for("garbage", Code::Internal).1, "unknown");
+        assert_eq!(labels_for("garbage", &known).1, "unknown");
     }
 }

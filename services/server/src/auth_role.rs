@@ -11,9 +11,11 @@ use appstack_common::metrics::{GrpcMetrics, MetricsRegistry};
 use sqlx::postgres::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
 
 use crate::StackConfig;
+
+/// How long shutdown waits for pooled connections to be returned.
+const POOL_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Listeners bound before start, so callers (tests, `dev`) know the ports.
 #[derive(Debug)]
@@ -62,33 +64,40 @@ pub async fn run(
     auth.spawn_background(shutdown.clone());
     let grpc_metrics = GrpcMetrics::new(&metrics);
 
+    // The admin port outlives the gRPC drain, so probes see "not ready" rather than a refused
+    // connection while calls finish.
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseReady::new(pool.clone()))];
     let admin_router = admin::router(metrics.clone(), checks, shutdown.clone());
+    let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,
         admin_router,
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
 
     let services = GrpcServices::new()
         .with_service(auth.server(config.server.max_message_bytes))
         .reflect(appstack_proto::FILE_DESCRIPTOR_SET);
-    let layer = ServiceBuilder::new()
-        .layer(grpc_metrics.layer())
-        .layer(auth.auth_layer())
-        .into_inner();
     let served = grpc::serve(
         &config.server,
         listeners.grpc,
         services,
-        layer,
+        &grpc_metrics,
+        auth.auth_layer(),
         shutdown.clone(),
     )
     .await;
     // Whatever ended the gRPC server ends the process's other parts too.
     shutdown.cancel();
+    admin_stop.cancel();
     let admin_result = admin_task.await;
-    pool.close().await;
+    // Calls cut off by the grace deadline may still hold connections; do not wait for them.
+    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still busy at exit; closing anyway");
+    }
     served.context("gRPC server")?;
     admin_result
         .context("admin task")?

@@ -59,6 +59,7 @@ async fn run_with_postgres(
     let mut config = StackConfig::default();
     config.server.grpc_addr = options.grpc_addr;
     config.server.admin_addr = options.admin_addr;
+    config.server.shutdown_delay = std::time::Duration::ZERO;
     config.server.shutdown_grace = std::time::Duration::from_secs(5);
     config.database.url = postgres.url("appstack");
     config.database.migrate_on_start = true;

@@ -89,6 +89,9 @@ impl Default for KeyCacheConfig {
 
 type KeyMap = HashMap<String, Arc<DecodingKey>>;
 
+/// After a failed fetch, the next one may start this soon.
+const FAILED_FETCH_RETRY: Duration = Duration::from_secs(1);
+
 /// Decoding keys by `kid`, filled from a [`KeySource`].
 pub struct KeyCache {
     source: Arc<dyn KeySource>,
@@ -143,16 +146,33 @@ impl KeyCache {
         {
             return Err(VerifyError::UnknownKey);
         }
-        *last_fetch = Some(Instant::now());
-        self.replace(self.source.fetch().await?);
+        match self.source.fetch().await {
+            Ok(keys) => {
+                *last_fetch = Some(Instant::now());
+                self.replace(keys);
+            }
+            Err(error) => {
+                // Retry a failed fetch sooner than a successful one: the keys may be new and
+                // valid tokens would be refused until then.
+                let wait = self
+                    .config
+                    .min_refetch_interval
+                    .saturating_sub(FAILED_FETCH_RETRY);
+                let now = Instant::now();
+                *last_fetch = Some(now.checked_sub(wait).unwrap_or(now));
+                return Err(error);
+            }
+        }
         self.cached(kid).ok_or(VerifyError::UnknownKey)
     }
 
     /// Refetches the set now (periodic refresh); keeps the old set if the fetch fails.
+    ///
+    /// It does not count against the unknown-kid rate limit: a token signed by a key rotated
+    /// in just after a periodic refresh must still trigger a fetch.
     pub async fn refresh(&self) -> Result<usize, VerifyError> {
-        let mut last_fetch = self.last_fetch.lock().await;
+        let _single_flight = self.last_fetch.lock().await;
         let keys = self.source.fetch().await?;
-        *last_fetch = Some(Instant::now());
         Ok(self.replace(keys))
     }
 
@@ -261,6 +281,51 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(cache.get("bogus").await.is_err());
         assert!(cache.get("bogus2").await.is_err());
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    /// Fails until told otherwise.
+    struct FlakySource {
+        up: std::sync::atomic::AtomicBool,
+        fetches: AtomicUsize,
+    }
+
+    impl KeySource for FlakySource {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let up = self.up.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if up {
+                    Ok(vec![jwk("k1")])
+                } else {
+                    Err(VerifyError::KeysUnavailable("down".into()))
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fetch_is_retried_soon() {
+        let source = Arc::new(FlakySource {
+            up: false.into(),
+            fetches: AtomicUsize::new(0),
+        });
+        let cache = KeyCache::new(
+            source.clone(),
+            KeyCacheConfig {
+                min_refetch_interval: Duration::from_secs(10),
+            },
+        );
+        assert!(matches!(
+            cache.get("k1").await,
+            Err(VerifyError::KeysUnavailable(_))
+        ));
+        // Within the retry pause: no new fetch.
+        assert_eq!(cache.get("k1").await.unwrap_err(), VerifyError::UnknownKey);
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        source.up.store(true, Ordering::SeqCst);
+        tokio::time::advance(FAILED_FETCH_RETRY + Duration::from_millis(1)).await;
+        cache.get("k1").await.unwrap();
         assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
     }
 

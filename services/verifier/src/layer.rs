@@ -8,7 +8,7 @@ use http::{Request, Response, header};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::verifier::Verifier;
+use crate::verifier::{Verifier, VerifyError};
 
 /// Verifies the `authorization: Bearer <token>` of every request and puts the caller's
 /// [`Identity`](crate::Identity) into the request's extensions; answers UNAUTHENTICATED
@@ -91,6 +91,15 @@ where
                 Ok(identity) => {
                     request.extensions_mut().insert(identity);
                     inner.call(request).await
+                }
+                Err(VerifyError::KeysUnavailable(reason)) => {
+                    // Not the caller's fault: the token may be fine, so do not make clients
+                    // discard it.
+                    tracing::warn!(%reason, "verification keys unavailable");
+                    Ok(
+                        Status::unavailable("token verification is temporarily unavailable")
+                            .into_http(),
+                    )
                 }
                 Err(error) => {
                     tracing::debug!(%error, path = request.uri().path(), "token refused");

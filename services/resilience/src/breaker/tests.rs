@@ -1,0 +1,368 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
+
+use super::*;
+use crate::config::{CircuitBreakerConfig, WindowConfig, WindowKind};
+
+const FAST: Duration = Duration::from_millis(1);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config() -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        window: WindowConfig {
+            kind: WindowKind::Count,
+            size: 10,
+            ..WindowConfig::default()
+        },
+        failure_rate_threshold: 50.0,
+        slow_call_rate_threshold: 100.0,
+        slow_call_duration: Duration::from_secs(1),
+        minimum_calls: 5,
+        wait_in_open: WAIT,
+        half_open_probes: 3,
+        ..CircuitBreakerConfig::default()
+    }
+}
+
+fn call(b: &CircuitBreaker, outcome: Outcome, elapsed: Duration) {
+    b.try_acquire().unwrap().record(outcome, elapsed);
+}
+
+fn open(b: &CircuitBreaker) {
+    for _ in 0..5 {
+        call(b, Outcome::Failure, FAST);
+    }
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_at_exactly_minimum_calls_under_full_failure() {
+    let b = CircuitBreaker::new("svc", &config());
+    for i in 0..4 {
+        call(&b, Outcome::Failure, FAST);
+        assert_eq!(b.state(), State::Closed, "opened after {} calls", i + 1);
+        assert_eq!(b.next_probe_at(), None);
+    }
+    let now = Instant::now();
+    call(&b, Outcome::Failure, FAST);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.next_probe_at(), Some(now + WAIT));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stays_closed_below_threshold() {
+    let b = CircuitBreaker::new("svc", &config());
+    // 4 failures in 10 calls: 40% < 50%.
+    for i in 0..10 {
+        let outcome = if i % 5 >= 3 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        call(&b, outcome, FAST);
+    }
+    assert_eq!(b.state(), State::Closed);
+    let s = b.snapshot();
+    assert_eq!(s.calls, 10);
+    assert_eq!(s.failure_rate, 40.0);
+    // The next failure makes it 5 in the last 10 (the oldest success left): 50% opens.
+    call(&b, Outcome::Failure, FAST);
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_open_it() {
+    let b = CircuitBreaker::new(
+        "svc",
+        &CircuitBreakerConfig {
+            slow_call_rate_threshold: 60.0,
+            ..config()
+        },
+    );
+    let slow = Duration::from_secs(1);
+    call(&b, Outcome::Success, slow);
+    call(&b, Outcome::Success, slow);
+    call(&b, Outcome::Success, FAST);
+    call(&b, Outcome::Success, slow);
+    assert_eq!(b.state(), State::Closed);
+    call(&b, Outcome::Success, FAST); // 3 of 5 slow: 60%
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejects_while_open_then_probes() {
+    let b = CircuitBreaker::new("svc", &config());
+    open(&b);
+    let until = b.next_probe_at().unwrap();
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.state, State::Open);
+    assert_eq!(rejected.next_probe_at, Some(until));
+    assert!(rejected.to_string().contains("open"));
+
+    advance(WAIT - Duration::from_millis(1)).await;
+    assert!(b.try_acquire().is_err());
+    advance(Duration::from_millis(1)).await;
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.next_probe_at(), None);
+    probe.record(Outcome::Success, FAST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_at_most_n_probes_and_closes_when_all_succeed() {
+    let b = CircuitBreaker::new("svc", &config());
+    open(&b);
+    advance(WAIT).await;
+    let probes: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.state, State::HalfOpen);
+    assert_eq!(rejected.next_probe_at, None);
+    let mut probes = probes.into_iter();
+    probes.next().unwrap().record(Outcome::Success, FAST);
+    probes.next().unwrap().record(Outcome::Success, FAST);
+    assert_eq!(b.state(), State::HalfOpen);
+    // A finished probe does not free a slot: three probes in all.
+    assert!(b.try_acquire().is_err());
+    probes.next().unwrap().record(Outcome::Success, FAST);
+    assert_eq!(b.state(), State::Closed);
+    // The window starts empty: it takes minimumCalls again to open.
+    assert_eq!(b.snapshot().calls, 0);
+    for _ in 0..4 {
+        call(&b, Outcome::Failure, FAST);
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens() {
+    let b = CircuitBreaker::new("svc", &config());
+    open(&b);
+    advance(WAIT).await;
+    let first = b.try_acquire().unwrap();
+    let second = b.try_acquire().unwrap();
+    first.record(Outcome::Success, FAST);
+    advance(Duration::from_secs(1)).await;
+    let now = Instant::now();
+    second.record(Outcome::Failure, FAST);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.next_probe_at(), Some(now + WAIT));
+    assert!(b.try_acquire().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_probes_reopen() {
+    let b = CircuitBreaker::new("svc", &config());
+    open(&b);
+    advance(WAIT).await;
+    for _ in 0..3 {
+        call(&b, Outcome::Success, Duration::from_secs(5));
+    }
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_gives_its_slot_back() {
+    let b = CircuitBreaker::new("svc", &config());
+    open(&b);
+    advance(WAIT).await;
+    let probes: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(b.try_acquire().is_err());
+    drop(probes);
+    assert_eq!(b.state(), State::HalfOpen);
+    for _ in 0..3 {
+        call(&b, Outcome::Success, FAST);
+    }
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_from_an_earlier_state_are_ignored() {
+    let b = Arc::new(CircuitBreaker::new("svc", &config()));
+    let late = b.try_acquire_owned().unwrap();
+    open(&b);
+    let until = b.next_probe_at();
+    late.record(Outcome::Failure, FAST);
+    assert_eq!(b.next_probe_at(), until);
+    // A permit from the half-open period, recorded after the breaker closed.
+    advance(WAIT).await;
+    let probes: Vec<_> = (0..3).map(|_| b.try_acquire_owned().unwrap()).collect();
+    let mut probes = probes.into_iter();
+    let stale = probes.next().unwrap();
+    drop(stale); // slot back
+    for p in probes {
+        p.record(Outcome::Success, FAST);
+    }
+    call(&b, Outcome::Success, FAST);
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot().calls, 0, "the window was reset when it closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_calls_are_not_counted() {
+    let b = CircuitBreaker::new("svc", &config());
+    for _ in 0..20 {
+        drop(b.try_acquire().unwrap());
+    }
+    assert_eq!(b.snapshot().calls, 0);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_open_rejects_everything() {
+    let b = CircuitBreaker::new(
+        "svc",
+        &CircuitBreakerConfig {
+            mode: BreakerMode::ForcedOpen,
+            ..config()
+        },
+    );
+    assert_eq!(b.state(), State::ForcedOpen);
+    advance(Duration::from_secs(3600)).await;
+    let rejected = b.try_acquire().unwrap_err();
+    assert_eq!(rejected.state, State::ForcedOpen);
+    assert_eq!(rejected.next_probe_at, None);
+    b.set_mode(BreakerMode::Enabled);
+    assert_eq!(b.state(), State::Closed);
+    drop(b.try_acquire().unwrap());
+    // Forcing an open breaker open, and back.
+    open(&b);
+    b.set_mode(BreakerMode::ForcedOpen);
+    assert!(b.try_acquire().is_err());
+    b.set_mode(BreakerMode::Enabled);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_admits_everything_and_records_nothing() {
+    let b = CircuitBreaker::new(
+        "svc",
+        &CircuitBreakerConfig {
+            mode: BreakerMode::Disabled,
+            ..config()
+        },
+    );
+    for _ in 0..100 {
+        call(&b, Outcome::Failure, Duration::from_secs(60));
+    }
+    assert_eq!(b.state(), State::Disabled);
+    assert_eq!(b.snapshot().calls, 0);
+    b.set_mode(BreakerMode::Enabled);
+    assert_eq!(b.state(), State::Closed);
+    open(&b);
+    b.set_mode(BreakerMode::Disabled);
+    assert!(b.try_acquire().is_ok());
+    // Enabling an enabled breaker changes nothing.
+    b.set_mode(BreakerMode::Enabled);
+    b.set_mode(BreakerMode::Enabled);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_outcomes() {
+    let b = CircuitBreaker::new(
+        "svc",
+        &CircuitBreakerConfig {
+            window: WindowConfig {
+                kind: WindowKind::Time,
+                duration: Duration::from_secs(10),
+                ..WindowConfig::default()
+            },
+            ..config()
+        },
+    );
+    for _ in 0..4 {
+        call(&b, Outcome::Failure, FAST);
+    }
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(b.snapshot().calls, 0);
+    call(&b, Outcome::Failure, FAST);
+    assert_eq!(b.state(), State::Closed);
+    for _ in 0..3 {
+        advance(Duration::from_secs(2)).await;
+        call(&b, Outcome::Failure, FAST);
+    }
+    assert_eq!(b.state(), State::Closed);
+    advance(Duration::from_secs(2)).await;
+    call(&b, Outcome::Failure, FAST); // five failures within the last 10 s
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn observer_sees_every_transition() {
+    let observer = PrometheusObserver::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    observer.register(&mut registry);
+    let b = CircuitBreaker::new("payments", &config()).with_observer(Arc::new(observer.clone()));
+    open(&b);
+    advance(WAIT).await;
+    call(&b, Outcome::Failure, FAST);
+    advance(WAIT).await;
+    for _ in 0..3 {
+        call(&b, Outcome::Success, FAST);
+    }
+    b.set_mode(BreakerMode::ForcedOpen);
+    let count = |from, to| observer.transitions("payments", from, to);
+    assert_eq!(count(State::Closed, State::Open), 1);
+    assert_eq!(count(State::Open, State::HalfOpen), 2);
+    assert_eq!(count(State::HalfOpen, State::Open), 1);
+    assert_eq!(count(State::HalfOpen, State::Closed), 1);
+    assert_eq!(count(State::Closed, State::ForcedOpen), 1);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(
+            r#"resilience_breaker_transitions_total{breaker="payments",from="closed",to="open"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"resilience_breaker_state{breaker="payments"} 3"#),
+        "{text}"
+    );
+}
+
+/// Many threads on one half-open breaker: never more than `halfOpenProbes` permits out.
+#[test]
+fn probes_are_capped_under_contention() {
+    let b = Arc::new(CircuitBreaker::new(
+        "svc",
+        &CircuitBreakerConfig {
+            wait_in_open: Duration::from_millis(1),
+            half_open_probes: 2,
+            ..config()
+        },
+    ));
+    open(&b);
+    std::thread::sleep(Duration::from_millis(2));
+    let out = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let max = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, out, max) = (b.clone(), out.clone(), max.clone());
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    if let Ok(permit) = b.try_acquire() {
+                        if permit.is_probe() {
+                            let n = out.fetch_add(1, Ordering::SeqCst) + 1;
+                            max.fetch_max(n, Ordering::SeqCst);
+                            std::hint::spin_loop();
+                            out.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        // Dropped unrecorded: the slot comes back.
+                        drop(permit);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(max.load(Ordering::SeqCst) <= 2);
+    assert_eq!(b.state(), State::HalfOpen);
+}

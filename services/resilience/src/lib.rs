@@ -1,0 +1,145 @@
+//! Resilience for outgoing calls: circuit breaker, retry with a budget, bulkhead, and the
+//! one configuration type that drives them.
+//!
+//! Every call from an AppStack service to an external service goes through this pipeline.
+//! The crate is transport-agnostic and free of I/O: it knows nothing of our services, of
+//! tonic or of any HTTP client. Its parts are plain values shared (in an `Arc`) by all
+//! callers of one external service:
+//!
+//! - [`breaker::CircuitBreaker`]: a state machine over a sliding window of outcomes
+//!   (count- or time-based). It opens when the failure rate or the slow-call rate reaches
+//!   its threshold once `minimumCalls` are recorded, rejects at once while open (exposing
+//!   [`breaker::CircuitBreaker::next_probe_at`], so a job can be rescheduled to it), lets
+//!   `halfOpenProbes` probe calls through after `waitInOpen`, and closes when they all
+//!   succeed or reopens when one fails. It can be forced open or disabled. Each transition
+//!   is a `tracing` event and is reported to a [`breaker::BreakerObserver`]
+//!   ([`breaker::PrometheusObserver`] counts them with prometheus-client).
+//! - [`retry`]: a [`retry::Classify`] trait turning an attempt's outcome into
+//!   `Success | Retryable { pushback } | Permanent | StopRetrying` and a breaker
+//!   [`breaker::Outcome`], with classifiers for gRPC ([`retry::classify::GrpcClassifier`],
+//!   status codes as `i32`, `grpc-retry-pushback-ms`) and HTTP
+//!   ([`retry::classify::HttpClassifier`], `Retry-After`); a [`retry::RetryPolicy`]
+//!   (exponential backoff with full jitter, the server's pushback overriding it, no attempt
+//!   started that could not finish before the caller's deadline); a [`retry::RetryBudget`]
+//!   (a share of recent calls plus a small floor) capping the extra load in an outage; and
+//!   [`retry::Retrier::run`], which drives them over an async operation.
+//! - [`bulkhead::Bulkhead`]: at most `maxConcurrent` calls in flight, at most `maxQueue`
+//!   waiting for at most `queueTimeout`, everything beyond rejected at once.
+//! - [`ResilienceConfig`]: their settings, one serde + schemars type used in the services'
+//!   configuration files and in the `AppStack` custom resource.
+//!
+//! The pieces compose in this order, outermost first: overall deadline → retry → circuit
+//! breaker → bulkhead → per-attempt timeout → the call. Each attempt asks the breaker, so a
+//! breaker that opens mid-retry stops the retries; the bulkhead is inside, so a rejected
+//! call does not hold a slot.
+//!
+//! # Where the ideas come from
+//!
+//! - The breaker follows resilience4j's `CircuitBreaker` (sliding windows with running
+//!   aggregates, failure and slow-call rates, minimum calls, half-open probes, forced-open and
+//!   disabled states) and Polly v8's lock-light design: admission reads one atomic word, and
+//!   only recording takes a short lock.
+//! - Retry follows gRFC A6 ("gRPC retry design": `maxAttempts` counts the first attempt,
+//!   `min(maxBackoff, initialBackoff × multiplier^(n-1))` with random jitter, the pushback
+//!   header, retryable status codes) and the AWS "exponential backoff and jitter" analysis for
+//!   full jitter.
+//! - The budget is Finagle's `RetryBudget` as Linkerd uses it: deposits of `ratio` per call,
+//!   one token per retry, a per-second floor, expiry after a time-to-live.
+//!
+//! # Configuration
+//!
+//! Field names are camelCase; durations are strings (`"250ms"`, `"2s"`, `"1m"`); unknown
+//! keys are errors; [`ResilienceConfig::validate`] lists every broken rule, naming the
+//! field. An empty object (`{}`) means all the defaults.
+//!
+//! | field | unit | default | meaning |
+//! |---|---|---|---|
+//! | `timeout.perAttempt` | duration | `2s` | longest single attempt |
+//! | `timeout.overall` | duration | `10s` | longest call, retries included |
+//! | `retry.maxAttempts` | count 1–10 | `3` | attempts in total, the first included |
+//! | `retry.initialBackoff` | duration | `100ms` | backoff ceiling before the first retry |
+//! | `retry.maxBackoff` | duration | `2s` | largest backoff ceiling |
+//! | `retry.multiplier` | factor 1–10 | `2.0` | ceiling growth per retry |
+//! | `retry.jitter` | `full` \| `none` | `full` | delay uniform in `[0, ceiling]`, or the ceiling |
+//! | `retry.budget.ratio` | ratio 0–1 | `0.2` | retries per original call over the last `ttl` |
+//! | `retry.budget.minRetriesPerSecond` | count/s | `10` | retries always allowed |
+//! | `retry.budget.ttl` | duration 1s–1h | `10s` | how long deposits and withdrawals count |
+//! | `circuitBreaker.mode` | `enabled` \| `disabled` \| `forcedOpen` | `enabled` | |
+//! | `circuitBreaker.window.type` | `count` \| `time` | `count` | kind of sliding window |
+//! | `circuitBreaker.window.size` | count | `100` | calls kept by a count window |
+//! | `circuitBreaker.window.duration` | whole seconds | `60s` | time kept by a time window |
+//! | `circuitBreaker.failureRateThreshold` | percent | `50` | opens at this failure rate |
+//! | `circuitBreaker.slowCallRateThreshold` | percent | `100` | opens at this slow-call rate |
+//! | `circuitBreaker.slowCallDuration` | duration | `2s` | a call this long is slow |
+//! | `circuitBreaker.minimumCalls` | count | `20` | calls in the window before rates count |
+//! | `circuitBreaker.waitInOpen` | duration | `15s` | time open before probing |
+//! | `circuitBreaker.halfOpenProbes` | count 1–1000 | `3` | probes that must all succeed |
+//! | `bulkhead.maxConcurrent` | count | `64` | calls in flight at once |
+//! | `bulkhead.maxQueue` | count | `64` | calls waiting for a slot (`0`: never wait) |
+//! | `bulkhead.queueTimeout` | duration | `100ms` | longest wait for a slot |
+//!
+//! Which outcomes are retryable and which count as failures for the breaker is not
+//! configuration: it is the classifier's, chosen per protocol in code.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use appstack_resilience::ResilienceConfig;
+//! use appstack_resilience::breaker::CircuitBreaker;
+//! use appstack_resilience::retry::classify::{GrpcClassifier, GrpcResponse, code};
+//! use appstack_resilience::retry::{Classify, Retrier};
+//! use http::HeaderMap;
+//! use tokio::time::Instant;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config: ResilienceConfig =
+//!     serde_json::from_str(r#"{ "retry": { "maxAttempts": 4, "initialBackoff": "1ms" } }"#)
+//!         .unwrap();
+//! config.validate().unwrap();
+//!
+//! // One of each per external service, shared by all its callers.
+//! let breaker = Arc::new(CircuitBreaker::new("payments", &config.circuit_breaker));
+//! let retrier = Retrier::new(&config.retry);
+//! let grpc = GrpcClassifier::new();
+//!
+//! let metadata = HeaderMap::new();
+//! let deadline = Instant::now() + config.timeout.overall;
+//! let result = retrier
+//!     .run(
+//!         Some(deadline),
+//!         &|code: &i32| grpc.classify(&GrpcResponse { code: *code, metadata: &metadata }),
+//!         |attempt| {
+//!             let breaker = breaker.clone();
+//!             let metadata = &metadata;
+//!             async move {
+//!                 let Ok(permit) = breaker.try_acquire() else {
+//!                     return code::UNAVAILABLE; // rejected by the open breaker
+//!                 };
+//!                 let started = Instant::now();
+//!                 // The call itself: here, the service is down for two attempts.
+//!                 let code = if attempt < 3 { code::UNAVAILABLE } else { code::OK };
+//!                 let outcome = grpc.outcome(&GrpcResponse { code, metadata });
+//!                 permit.record(outcome, started.elapsed());
+//!                 code
+//!             }
+//!         },
+//!     )
+//!     .await;
+//! assert_eq!(result.value, code::OK);
+//! assert_eq!(result.attempts, 3);
+//! assert_eq!(breaker.snapshot().calls, 3);
+//! # }
+//! ```
+
+pub mod breaker;
+pub mod bulkhead;
+pub mod config;
+pub mod retry;
+
+pub use breaker::CircuitBreaker;
+pub use bulkhead::Bulkhead;
+pub use config::ResilienceConfig;
+pub use retry::Retrier;

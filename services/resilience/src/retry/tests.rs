@@ -1,0 +1,325 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+
+use super::*;
+use crate::config::RetryBudgetConfig;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn config() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 4,
+        initial_backoff: 100 * MS,
+        max_backoff: 1000 * MS,
+        multiplier: 2.0,
+        jitter: Jitter::Full,
+        budget: RetryBudgetConfig {
+            ratio: 0.2,
+            min_retries_per_second: 100,
+            ttl: Duration::from_secs(10),
+        },
+    }
+}
+
+const RETRY: Classification = Classification::Retryable { pushback: None };
+
+fn always(c: Classification) -> impl Fn(&()) -> Classification {
+    move |_: &()| c
+}
+
+#[test]
+fn backoff_ceiling_grows_and_caps() {
+    let p = RetryPolicy::new(&RetryConfig {
+        max_attempts: 10,
+        max_backoff: 2000 * MS,
+        ..config()
+    });
+    let ceilings: Vec<_> = (1..=7).map(|n| p.backoff_ceiling(n).as_millis()).collect();
+    assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000]);
+    assert_eq!(p.backoff_ceiling(u32::MAX), 2000 * MS);
+    let p = RetryPolicy::new(&RetryConfig {
+        multiplier: 1.5,
+        ..config()
+    });
+    assert_eq!(p.backoff_ceiling(3), 225 * MS);
+}
+
+#[test]
+fn full_jitter_is_uniform_below_the_ceiling() {
+    let p = RetryPolicy::new(&config());
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = 20_000;
+    let ceiling = p.backoff_ceiling(3); // 400 ms
+    let samples: Vec<f64> = (0..n)
+        .map(|_| {
+            let d = p.backoff(3, &mut rng);
+            assert!(d <= ceiling, "{d:?} above {ceiling:?}");
+            d.as_secs_f64() / ceiling.as_secs_f64()
+        })
+        .collect();
+    let mean = samples.iter().sum::<f64>() / f64::from(n);
+    // Uniform on [0, 1]: mean 0.5, standard error 0.29/sqrt(n) ≈ 0.002.
+    assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+    for quarter in 0..4 {
+        let lo = f64::from(quarter) / 4.0;
+        let share = samples
+            .iter()
+            .filter(|&&x| x >= lo && x < lo + 0.25)
+            .count() as f64
+            / f64::from(n);
+        assert!((share - 0.25).abs() < 0.02, "quarter {quarter}: {share}");
+    }
+    let max = samples.iter().cloned().fold(0.0, f64::max);
+    assert!(max > 0.99, "never near the ceiling: {max}");
+}
+
+#[test]
+fn no_jitter_is_the_ceiling() {
+    let p = RetryPolicy::new(&RetryConfig {
+        jitter: Jitter::None,
+        ..config()
+    });
+    let mut rng = StdRng::seed_from_u64(1);
+    assert_eq!(p.backoff(2, &mut rng), 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_up_to_max_attempts_within_backoff_bounds() {
+    let r = Retrier::new(&config());
+    let p = r.policy().clone();
+    let starts = RefCell::new(Vec::new());
+    let result = r
+        .run(None, &always(RETRY), |n| {
+            starts.borrow_mut().push((n, Instant::now()));
+            async {}
+        })
+        .await;
+    assert_eq!(result.attempts, 4);
+    assert_eq!(result.stop, Stop::AttemptsExhausted);
+    let starts = starts.into_inner();
+    assert_eq!(starts.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    for (retry, pair) in starts.windows(2).enumerate() {
+        let gap = pair[1].1 - pair[0].1;
+        let ceiling = p.backoff_ceiling(retry as u32 + 1);
+        assert!(gap <= ceiling, "retry {}: {gap:?} > {ceiling:?}", retry + 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_and_permanent_errors_are_not_retried() {
+    let r = Retrier::new(&config());
+    let result = r
+        .run(None, &always(Classification::Success), |_| async {})
+        .await;
+    assert_eq!((result.attempts, result.stop), (1, Stop::Success));
+    let result = r
+        .run(None, &always(Classification::Permanent), |_| async {})
+        .await;
+    assert_eq!((result.attempts, result.stop), (1, Stop::Permanent));
+    // Succeeds on the third attempt.
+    let classify = |n: &u32| {
+        if *n < 3 {
+            RETRY
+        } else {
+            Classification::Success
+        }
+    };
+    let result = r.run(None, &classify, |n| async move { n }).await;
+    assert_eq!(
+        (result.value, result.attempts, result.stop),
+        (3, 3, Stop::Success)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushback_replaces_the_backoff() {
+    let r = Retrier::new(&config());
+    let starts = RefCell::new(Vec::new());
+    let pushback = Classification::Retryable {
+        pushback: Some(Duration::from_secs(3)),
+    };
+    let result = r
+        .run(None, &always(pushback), |_| {
+            starts.borrow_mut().push(Instant::now());
+            async {}
+        })
+        .await;
+    assert_eq!(result.attempts, 4);
+    let starts = starts.into_inner();
+    for pair in starts.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_secs(3));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_pushback_stops() {
+    let r = Retrier::new(&config());
+    let result = r
+        .run(None, &always(Classification::StopRetrying), |_| async {})
+        .await;
+    assert_eq!((result.attempts, result.stop), (1, Stop::ServerSaidStop));
+    // Through the gRPC classifier, end to end.
+    let mut md = http::HeaderMap::new();
+    md.insert(
+        classify::GRPC_RETRY_PUSHBACK_MS,
+        http::HeaderValue::from_static("-1"),
+    );
+    let grpc = classify::GrpcClassifier::new();
+    let classify = |code: &i32| {
+        grpc.classify(&classify::GrpcResponse {
+            code: *code,
+            metadata: &md,
+        })
+    };
+    let result = r
+        .run(None, &classify, |_| async { classify::code::UNAVAILABLE })
+        .await;
+    assert_eq!((result.attempts, result.stop), (1, Stop::ServerSaidStop));
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_starts_an_attempt_past_the_deadline() {
+    let r = Retrier::new(&RetryConfig {
+        jitter: Jitter::None,
+        ..config()
+    });
+    let start = Instant::now();
+    let deadline = start + 350 * MS;
+    let starts = RefCell::new(Vec::new());
+    let result = r
+        .run(Some(deadline), &always(RETRY), |_| {
+            starts.borrow_mut().push(Instant::now() - start);
+            async {}
+        })
+        .await;
+    // 0 ms, then 100 ms later (100), then 200 ms later (300); the next would start at 700.
+    assert_eq!(starts.into_inner(), [Duration::ZERO, 100 * MS, 300 * MS]);
+    assert_eq!(result.stop, Stop::Deadline);
+    assert!(Instant::now() <= deadline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_minimum_attempt_time_counts_against_the_deadline() {
+    let policy = RetryPolicy::new(&RetryConfig {
+        jitter: Jitter::None,
+        ..config()
+    })
+    .with_min_attempt_time(50 * MS);
+    let budget = RetryBudget::new(&config().budget);
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(0);
+    // The backoff (100 ms) ends before the deadline, but leaves only 40 ms.
+    let d = policy.decide(1, RETRY, now, Some(now + 140 * MS), &budget, &mut rng);
+    assert_eq!(d, Decision::Stop(Stop::Deadline));
+    let d = policy.decide(1, RETRY, now, Some(now + 150 * MS), &budget, &mut rng);
+    assert_eq!(d, Decision::Retry { after: 100 * MS });
+    // A pushback past the deadline stops too.
+    let far = Classification::Retryable {
+        pushback: Some(Duration::from_secs(60)),
+    };
+    let d = policy.decide(
+        1,
+        far,
+        now,
+        Some(now + Duration::from_secs(10)),
+        &budget,
+        &mut rng,
+    );
+    assert_eq!(d, Decision::Stop(Stop::Deadline));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_stops_retries() {
+    let r = Retrier::new(&RetryConfig {
+        budget: RetryBudgetConfig {
+            ratio: 0.0,
+            min_retries_per_second: 0,
+            ttl: Duration::from_secs(10),
+        },
+        ..config()
+    });
+    let result = r.run(None, &always(RETRY), |_| async {}).await;
+    assert_eq!((result.attempts, result.stop), (1, Stop::BudgetExhausted));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_is_not_spent_on_retries_that_do_not_happen() {
+    let policy = RetryPolicy::new(&config());
+    let budget = RetryBudget::new(&RetryBudgetConfig {
+        ratio: 0.0,
+        min_retries_per_second: 1,
+        ttl: Duration::from_secs(1),
+    });
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(0);
+    for c in [Classification::Success, Classification::Permanent] {
+        assert!(matches!(
+            policy.decide(1, c, now, None, &budget, &mut rng),
+            Decision::Stop(_)
+        ));
+    }
+    assert_eq!(
+        policy.decide(4, RETRY, now, None, &budget, &mut rng),
+        Decision::Stop(Stop::AttemptsExhausted)
+    );
+    assert_eq!(
+        policy.decide(1, RETRY, now, Some(now), &budget, &mut rng),
+        Decision::Stop(Stop::Deadline)
+    );
+    assert_eq!(budget.balance(), 1.0);
+    assert!(matches!(
+        policy.decide(1, RETRY, now, None, &budget, &mut rng),
+        Decision::Retry { .. }
+    ));
+    assert_eq!(
+        policy.decide(1, RETRY, now, None, &budget, &mut rng),
+        Decision::Stop(Stop::BudgetExhausted)
+    );
+}
+
+/// A total outage: every attempt fails. The budget keeps attempts ÷ calls near
+/// `1 + ratio`, plus the floor, although `maxAttempts` would allow 4.
+#[tokio::test(start_paused = true)]
+async fn outage_amplification_is_bounded_by_the_budget() {
+    let config = RetryConfig {
+        budget: RetryBudgetConfig {
+            ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl: Duration::from_secs(10),
+        },
+        ..config()
+    };
+    let r = Retrier::new(&config);
+    let calls = 5_000u32;
+    // 1000 calls a second for 5 s, all concurrent with the retries of earlier ones.
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(MS * i).await;
+                r.run(None, &always(RETRY), |_| async {}).await.attempts
+            })
+        })
+        .collect();
+    let mut attempts = 0;
+    for t in tasks {
+        attempts += t.await.unwrap();
+    }
+    let amplification = f64::from(attempts) / f64::from(calls);
+    let floor = f64::from(config.budget.min_retries_per_second) * config.budget.ttl.as_secs_f64()
+        / f64::from(calls);
+    assert!(
+        amplification <= 1.2 + floor + 0.01,
+        "amplification {amplification}"
+    );
+    assert!(
+        amplification > 1.1,
+        "the budget should allow retries: {amplification}"
+    );
+}
