@@ -92,14 +92,17 @@ impl Default for RetryConfig {
     }
 }
 
-/// How the retry delay is drawn from the backoff ceiling.
+/// How the retry delay is drawn from the backoff ceiling: `full` (uniform in `[0, ceiling]`,
+/// "full jitter", which spreads the retries of many clients apart) or `none` (exactly the
+/// ceiling; only for tests and tools, as synchronised clients retry in waves).
+// The variants carry no doc comments on purpose: schemars then describes the enum as a plain
+// `enum` of strings, which a Kubernetes structural schema accepts (a `oneOf` it would not).
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Jitter {
-    /// Uniform in `[0, ceiling]` ("full jitter"): spreads the retries of many clients apart.
     #[default]
     Full,
-    /// Exactly the ceiling. Only for tests and tools: synchronised clients retry in waves.
     None,
 }
 
@@ -180,16 +183,17 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-/// Operating mode of a circuit breaker.
+/// Operating mode of a circuit breaker: `enabled` (normal operation: closed, open and
+/// half-open as the calls decide), `disabled` (every call passes and nothing is recorded) or
+/// `forcedOpen` (every call is rejected until the mode is changed: an operator's kill switch).
+// No doc comments on the variants: see `Jitter`.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum BreakerMode {
-    /// Normal operation: closed, open and half-open as the calls decide.
     #[default]
     Enabled,
-    /// Every call passes and nothing is recorded.
     Disabled,
-    /// Every call is rejected, until the mode is changed (an operator's kill switch).
     ForcedOpen,
 }
 
@@ -222,14 +226,15 @@ impl Default for WindowConfig {
     }
 }
 
-/// Kind of sliding window.
+/// Kind of sliding window: `count` (the last `size` calls) or `time` (the calls of the last
+/// `duration`).
+// No doc comments on the variants: see `Jitter`.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum WindowKind {
-    /// The last `size` calls.
     #[default]
     Count,
-    /// The calls of the last `duration`.
     Time,
 }
 
@@ -579,14 +584,16 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(doc.contains("default `2s`"), "{doc}");
-    }
-}
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod print_schema {
-    #[test]
-    fn print() {
-        let schema = schemars::schema_for!(super::ResilienceConfig);
-        println!("{}", serde_json::to_string_pretty(&schema).unwrap());
+        assert_eq!(
+            defs["TimeoutConfig"]["properties"]["perAttempt"]["default"],
+            "2s"
+        );
+        // Plain string enums: a Kubernetes structural schema refuses types inside `oneOf`.
+        assert!(!text.contains("oneOf"), "{text}");
+        assert_eq!(defs["BreakerMode"]["type"], "string");
+        assert_eq!(
+            defs["BreakerMode"]["enum"],
+            serde_json::json!(["enabled", "disabled", "forcedOpen"])
+        );
     }
 }

@@ -37,8 +37,10 @@
 //!
 //! - The breaker follows resilience4j's `CircuitBreaker` (sliding windows with running
 //!   aggregates, failure and slow-call rates, minimum calls, half-open probes, forced-open and
-//!   disabled states) and Polly v8's lock-light design: admission reads one atomic word, and
-//!   only recording takes a short lock.
+//!   disabled states). Its cost targets come from Polly v8's published figures (≈ 140 ns and
+//!   no allocation per call): admission reads one atomic word, rejection while open adds a
+//!   clock read, recording into a count window is lock-free (and write-free while the
+//!   service is healthy), and the lock is taken only for transitions and half-open probes.
 //! - Retry follows gRFC A6 ("gRPC retry design": `maxAttempts` counts the first attempt,
 //!   `min(maxBackoff, initialBackoff × multiplier^(n-1))` with random jitter, the pushback
 //!   header, retryable status codes) and the AWS "exponential backoff and jitter" analysis for
@@ -137,6 +139,7 @@
 pub mod breaker;
 pub mod bulkhead;
 pub mod config;
+mod pad;
 pub mod retry;
 
 pub use breaker::CircuitBreaker;

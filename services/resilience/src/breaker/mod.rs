@@ -16,10 +16,21 @@
 //! a record (a cancelled call) is not counted, and gives its half-open probe slot back.
 //!
 //! The fast paths take no lock and do not allocate: admission while closed reads one
-//! atomic word; rejection while open reads it and the clock. Recording an outcome takes a
-//! mutex for a few arithmetic operations on the window. Outcomes recorded for an earlier
-//! state (a call admitted while closed that ends after the breaker opened) are ignored:
-//! each transition increments a generation kept in the same atomic word as the state.
+//! atomic word; rejection while open reads it and the clock. Recording into a count window
+//! is lock-free: a fast success into a window full of fast successes (a healthy service)
+//! only reads the shared totals, so it scales across cores; any other outcome is three
+//! atomic operations. A time window takes its own short lock. The breaker's lock is taken
+//! only for transitions and half-open probes.
+//!
+//! Share a breaker as a `&'static CircuitBreaker` where possible (breakers live as long as
+//! the process: `Box::leak` one per external service): [`Permit<'static>`](Permit) then
+//! moves into `'static` futures at no cost. [`CircuitBreaker::try_acquire_owned`] clones an
+//! `Arc` instead, and the reference count is a write to a shared cache line on every call.
+//!
+//! Outcomes recorded for an earlier state (a call admitted while closed that ends after
+//! the breaker opened) are ignored: each transition increments a generation kept in the
+//! same atomic word as the state. (A record already under way when the state changes may
+//! still land in the new window: at most one per thread, a race of nanoseconds.)
 
 mod observer;
 pub(crate) mod window;
@@ -34,6 +45,7 @@ use tokio::time::Instant;
 pub use observer::{BreakerObserver, NoopObserver, PrometheusObserver};
 
 use crate::config::{BreakerMode, CircuitBreakerConfig};
+use crate::pad::CachePadded;
 use window::{Counts, Window, percent};
 
 /// The state of a circuit breaker.
@@ -160,10 +172,18 @@ struct Settings {
 
 #[derive(Debug)]
 struct Core {
-    window: Window,
     probes_in_flight: u32,
     probes_done: u32,
     probes_slow: u32,
+}
+
+#[derive(Debug)]
+struct StateWords {
+    /// Generation (upper bits) and state (lower [`STATE_BITS`]); changed only under `core`'s
+    /// lock, read without it.
+    word: AtomicU64,
+    /// While open: nanoseconds from `epoch` to the end of the wait. Written before `word`.
+    open_until: AtomicU64,
 }
 
 /// A state change, reported after the lock is released.
@@ -176,13 +196,12 @@ struct Transition {
 /// A circuit breaker for one external service. Share it (`Arc`) between all callers of
 /// that service.
 pub struct CircuitBreaker {
-    /// Generation (upper bits) and state (lower [`STATE_BITS`]); changed only under `core`'s
-    /// lock, read without it.
-    word: AtomicU64,
-    /// While open: nanoseconds from `epoch` to the end of the wait. Written before `word`.
-    open_until: AtomicU64,
+    /// Read by every call, written only on transitions: on cache lines of its own, so that
+    /// neither the window's counters nor an `Arc`'s reference counts share them.
+    state: CachePadded<StateWords>,
     epoch: Instant,
     settings: Settings,
+    window: Window,
     core: Mutex<Core>,
     name: Box<str>,
     observer: Arc<dyn BreakerObserver>,
@@ -208,8 +227,10 @@ impl CircuitBreaker {
             BreakerMode::ForcedOpen => FORCED_OPEN,
         };
         Self {
-            word: AtomicU64::new(state),
-            open_until: AtomicU64::new(0),
+            state: CachePadded(StateWords {
+                word: AtomicU64::new(state),
+                open_until: AtomicU64::new(0),
+            }),
             epoch: Instant::now(),
             settings: Settings {
                 failure_rate_threshold: config.failure_rate_threshold,
@@ -219,8 +240,8 @@ impl CircuitBreaker {
                 wait_in_open: config.wait_in_open,
                 half_open_probes: config.half_open_probes.max(1),
             },
+            window: Window::from_config(&config.window),
             core: Mutex::new(Core {
-                window: Window::from_config(&config.window),
                 probes_in_flight: 0,
                 probes_done: 0,
                 probes_slow: 0,
@@ -244,20 +265,20 @@ impl CircuitBreaker {
     /// The current state. An `Open` breaker whose wait is over still reports `Open` until
     /// the next call turns it half-open; compare [`Self::next_probe_at`] with now.
     pub fn state(&self) -> State {
-        State::from_word(self.word.load(Ordering::Acquire))
+        State::from_word(self.state.0.word.load(Ordering::Acquire))
     }
 
     /// When the breaker is open: the end of its wait, when the next call will be admitted
     /// as a probe. `None` in every other state.
     pub fn next_probe_at(&self) -> Option<Instant> {
-        let word = self.word.load(Ordering::Acquire);
+        let word = self.state.0.word.load(Ordering::Acquire);
         (word & STATE_MASK == OPEN).then(|| self.open_until())
     }
 
     /// Calls, failure rate and slow-call rate (percent) in the window now.
     pub fn snapshot(&self) -> Snapshot {
         let second = self.second(Instant::now());
-        let counts = self.lock().window.counts(second);
+        let counts = self.window.counts(second);
         Snapshot {
             state: self.state(),
             calls: counts.calls,
@@ -277,7 +298,8 @@ impl CircuitBreaker {
     }
 
     /// [`Self::try_acquire`] for a breaker in an `Arc`: the permit owns a reference, so it
-    /// can move into a `'static` future.
+    /// can move into a `'static` future. The reference count makes every call write one
+    /// shared cache line; a `&'static CircuitBreaker` avoids that (see the module docs).
     #[inline]
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, Rejected> {
         self.admit().map(|ticket| OwnedPermit {
@@ -292,7 +314,7 @@ impl CircuitBreaker {
     pub fn set_mode(&self, mode: BreakerMode) {
         let transition = {
             let mut core = self.lock();
-            let word = self.word.load(Ordering::Acquire);
+            let word = self.state.0.word.load(Ordering::Acquire);
             let from = State::from_word(word);
             let to = match (mode, from) {
                 (BreakerMode::Enabled, State::ForcedOpen | State::Disabled) => State::Closed,
@@ -313,7 +335,7 @@ impl CircuitBreaker {
 
     #[inline]
     fn admit(&self) -> Result<Ticket, Rejected> {
-        let word = self.word.load(Ordering::Acquire);
+        let word = self.state.0.word.load(Ordering::Acquire);
         match word & STATE_MASK {
             CLOSED => Ok(Ticket::new(word, Kind::Closed)),
             DISABLED => Ok(Ticket::new(word, Kind::Passthrough)),
@@ -343,7 +365,7 @@ impl CircuitBreaker {
         let mut transition = None;
         let result = {
             let mut core = self.lock();
-            let mut word = self.word.load(Ordering::Acquire);
+            let mut word = self.state.0.word.load(Ordering::Acquire);
             if word & STATE_MASK == OPEN {
                 let until = self.open_until();
                 if now < until {
@@ -353,7 +375,7 @@ impl CircuitBreaker {
                     });
                 }
                 let t = self.transition(&mut core, word, State::HalfOpen, now);
-                word = self.word.load(Ordering::Acquire);
+                word = self.state.0.word.load(Ordering::Acquire);
                 transition = Some(t);
             }
             match word & STATE_MASK {
@@ -387,45 +409,59 @@ impl CircuitBreaker {
         if ticket.kind == Kind::Passthrough {
             return;
         }
-        // Cheap staleness check before locking: the state changed since admission.
-        if self.word.load(Ordering::Acquire) != ticket.word {
+        // The state changed since admission: the outcome belongs to an earlier state.
+        if self.state.0.word.load(Ordering::Acquire) != ticket.word {
             return;
         }
         let failure = outcome == Outcome::Failure;
         let slow = elapsed >= self.settings.slow_call_duration;
-        let transition = {
-            let mut core = self.lock();
-            let word = self.word.load(Ordering::Acquire);
-            if word != ticket.word {
-                return;
+        let transition = match ticket.kind {
+            Kind::Closed => self.record_closed(ticket.word, failure, slow),
+            Kind::Probe => {
+                let mut core = self.lock();
+                let word = self.state.0.word.load(Ordering::Acquire);
+                if word != ticket.word {
+                    return;
+                }
+                self.record_probe(&mut core, word, failure, slow)
             }
-            match ticket.kind {
-                Kind::Closed => self.record_closed(&mut core, word, failure, slow),
-                Kind::Probe => self.record_probe(&mut core, word, failure, slow),
-                Kind::Passthrough => None,
-            }
+            Kind::Passthrough => None,
         };
         if let Some(t) = transition {
             self.report(t);
         }
     }
 
-    fn record_closed(
-        &self,
-        core: &mut Core,
-        word: u64,
-        failure: bool,
-        slow: bool,
-    ) -> Option<Transition> {
-        let now = core.window.needs_clock().then(Instant::now);
+    /// Records into the window without the breaker's lock; takes it only to open.
+    fn record_closed(&self, word: u64, failure: bool, slow: bool) -> Option<Transition> {
+        let now = self.window.needs_clock().then(Instant::now);
         let second = now.map_or(0, |now| self.second(now));
-        core.window.record(second, failure, slow);
-        let counts = core.window.counts(second);
+        let counts = self.window.record(second, failure, slow);
+        if !self.trips(counts) {
+            return None;
+        }
+        let mut core = self.lock();
+        if self.state.0.word.load(Ordering::Acquire) != word {
+            return None; // another call opened it first
+        }
+        // Decide on settled figures, not on one racing record's view.
+        if !self.trips(self.window.counts(second)) {
+            return None;
+        }
+        Some(self.transition(
+            &mut core,
+            word,
+            State::Open,
+            now.unwrap_or_else(Instant::now),
+        ))
+    }
+
+    /// Whether the window's figures open the breaker.
+    fn trips(&self, counts: Counts) -> bool {
         let s = &self.settings;
-        let trips = counts.calls >= s.minimum_calls
+        counts.calls >= s.minimum_calls
             && (counts.failure_rate() >= s.failure_rate_threshold
-                || counts.slow_rate() >= s.slow_call_rate_threshold);
-        trips.then(|| self.transition(core, word, State::Open, now.unwrap_or_else(Instant::now)))
+                || counts.slow_rate() >= s.slow_call_rate_threshold)
     }
 
     fn record_probe(
@@ -459,7 +495,7 @@ impl CircuitBreaker {
             return;
         }
         let mut core = self.lock();
-        if self.word.load(Ordering::Acquire) == ticket.word {
+        if self.state.0.word.load(Ordering::Acquire) == ticket.word {
             core.probes_in_flight -= 1;
         }
     }
@@ -469,12 +505,14 @@ impl CircuitBreaker {
     fn transition(&self, core: &mut Core, word: u64, to: State, now: Instant) -> Transition {
         let from = State::from_word(word);
         let second = self.second(now);
-        let counts = core.window.counts(second);
+        let counts = self.window.counts(second);
         match to {
             State::Open => {
                 let until = now + self.settings.wait_in_open;
                 let nanos = until.saturating_duration_since(self.epoch).as_nanos();
-                self.open_until
+                self.state
+                    .0
+                    .open_until
                     .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
             }
             State::HalfOpen => {
@@ -482,11 +520,13 @@ impl CircuitBreaker {
                 core.probes_done = 0;
                 core.probes_slow = 0;
             }
-            State::Closed => core.window.reset(),
+            State::Closed => self.window.reset(),
             State::ForcedOpen | State::Disabled => {}
         }
         let generation = (word >> STATE_BITS).wrapping_add(1);
-        self.word
+        self.state
+            .0
+            .word
             .store((generation << STATE_BITS) | to.bits(), Ordering::Release);
         Transition { from, to, counts }
     }
@@ -518,7 +558,7 @@ impl CircuitBreaker {
     }
 
     fn open_until(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.open_until.load(Ordering::Acquire))
+        self.epoch + Duration::from_nanos(self.state.0.open_until.load(Ordering::Acquire))
     }
 
     fn second(&self, now: Instant) -> u64 {

@@ -366,3 +366,140 @@ fn probes_are_capped_under_contention() {
     assert!(max.load(Ordering::SeqCst) <= 2);
     assert_eq!(b.state(), State::HalfOpen);
 }
+
+/// The naive reference model of the breaker, for sequential calls.
+#[derive(Debug)]
+struct Model {
+    state: State,
+    window: Vec<(bool, bool)>,
+    open_until: Instant,
+    probes_done: u32,
+    probes_slow: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Call { failure: bool, slow: bool },
+    Advance(u64),
+}
+
+fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        prop_oneof![
+            6 => (any::<bool>(), proptest::bool::weighted(0.2))
+                .prop_map(|(failure, slow)| Op::Call { failure, slow }),
+            1 => (0u64..15_000).prop_map(Op::Advance),
+        ],
+        0..200,
+    )
+}
+
+proptest::proptest! {
+    #[test]
+    fn breaker_matches_reference_model(ops in ops(), size in 1u32..12, min in 1u32..12, probes in 1u32..4) {
+        let config = CircuitBreakerConfig {
+            window: WindowConfig { kind: WindowKind::Count, size, ..WindowConfig::default() },
+            minimum_calls: min.min(size),
+            half_open_probes: probes,
+            slow_call_rate_threshold: 60.0,
+            ..config()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = CircuitBreaker::new("model", &config);
+            let mut m = Model {
+                state: State::Closed,
+                window: Vec::new(),
+                open_until: Instant::now(),
+                probes_done: 0,
+                probes_slow: 0,
+            };
+            let rate = |part: usize, total: usize| part as f64 * 100.0 / total as f64;
+            for op in ops {
+                match op {
+                    Op::Advance(ms) => advance(Duration::from_millis(ms)).await,
+                    Op::Call { failure, slow } => {
+                        let now = Instant::now();
+                        if m.state == State::Open && now >= m.open_until {
+                            m.state = State::HalfOpen;
+                            m.probes_done = 0;
+                            m.probes_slow = 0;
+                        }
+                        let admitted = match b.try_acquire() {
+                            Ok(permit) => {
+                                let elapsed = if slow { config.slow_call_duration } else { FAST };
+                                let outcome = if failure { Outcome::Failure } else { Outcome::Success };
+                                permit.record(outcome, elapsed);
+                                true
+                            }
+                            Err(rejected) => {
+                                assert_eq!(rejected.state, State::Open);
+                                assert_eq!(rejected.next_probe_at, Some(m.open_until));
+                                false
+                            }
+                        };
+                        match m.state {
+                            State::Closed => {
+                                assert!(admitted);
+                                m.window.push((failure, slow));
+                                if m.window.len() > size as usize {
+                                    m.window.remove(0);
+                                }
+                                let n = m.window.len();
+                                let f = m.window.iter().filter(|c| c.0).count();
+                                let s = m.window.iter().filter(|c| c.1).count();
+                                if n >= config.minimum_calls as usize
+                                    && (rate(f, n) >= config.failure_rate_threshold
+                                        || rate(s, n) >= config.slow_call_rate_threshold)
+                                {
+                                    m.state = State::Open;
+                                    m.open_until = now + config.wait_in_open;
+                                }
+                            }
+                            State::Open => assert!(!admitted),
+                            State::HalfOpen => {
+                                assert!(admitted);
+                                m.probes_done += 1;
+                                m.probes_slow += u32::from(slow);
+                                if failure {
+                                    m.state = State::Open;
+                                    m.open_until = now + config.wait_in_open;
+                                } else if m.probes_done == probes {
+                                    if rate(m.probes_slow as usize, probes as usize)
+                                        >= config.slow_call_rate_threshold
+                                    {
+                                        m.state = State::Open;
+                                        m.open_until = now + config.wait_in_open;
+                                    } else {
+                                        m.state = State::Closed;
+                                        m.window.clear();
+                                    }
+                                }
+                            }
+                            State::ForcedOpen | State::Disabled => unreachable!(),
+                        }
+                        assert_eq!(b.state(), m.state);
+                        if m.state == State::Closed {
+                            assert_eq!(b.snapshot().calls as usize, m.window.len());
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_static_breaker_gives_static_permits() {
+    let b: &'static CircuitBreaker = Box::leak(Box::new(CircuitBreaker::new("svc", &config())));
+    let permit = b.try_acquire().unwrap();
+    tokio::spawn(async move { permit.record(Outcome::Failure, FAST) })
+        .await
+        .unwrap();
+    assert_eq!(b.snapshot().calls, 1);
+}

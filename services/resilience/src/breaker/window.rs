@@ -3,9 +3,12 @@
 //! Both windows keep the number of calls, failures and slow calls they hold, updated as
 //! outcomes enter and leave, so reading the rates is O(1).
 
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::config::{WindowConfig, WindowKind};
+use crate::pad::CachePadded;
 
 /// Calls, failures and slow calls currently in a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,56 +50,115 @@ pub(crate) fn percent(part: u32, total: u32) -> f64 {
     }
 }
 
-const FAILURE: u8 = 1;
-const SLOW: u8 = 2;
+/// Slot contents of a count window: 0 is an empty slot.
+const RECORDED: u8 = 1;
+const FAILURE: u8 = 2;
+const SLOW: u8 = 4;
 
-/// The last `size` outcomes, in a ring of one byte each.
+/// Bits per field of the packed totals, and the bias that keeps a field from borrowing
+/// from its neighbour while it is transiently below zero (see [`CountWindow`]).
+const FIELD_BITS: u32 = 21;
+const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+const BIAS: i64 = 1 << 20;
+
+/// The packed `(calls, failures, slow)` contribution of a slot value.
+fn contribution(slot: u8) -> i64 {
+    i64::from(slot & RECORDED)
+        + (i64::from((slot & FAILURE) >> 1) << FIELD_BITS)
+        + (i64::from((slot & SLOW) >> 2) << (2 * FIELD_BITS))
+}
+
+/// The last `size` outcomes, lock-free: a ring of one atomic byte per call, a position
+/// counter, and the totals packed in one atomic word.
+///
+/// Recording takes a slot (`fetch_add` on the position), swaps the outcome into it, and
+/// adds (new − old) to the totals with one `fetch_add`, which also returns the totals
+/// after this record: O(1), no lock. Each slot change is matched by exactly one delta, so
+/// the totals always return to the ring's true contents; while several threads record at
+/// once a field may transiently be off by the number of threads in flight (even below
+/// zero, which the bias absorbs). Sequentially it is exact. Sizes up to 100 000 fit.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    ring: Box<[u8]>,
-    next: usize,
-    len: usize,
-    counts: Counts,
+    ring: Box<[AtomicU8]>,
+    /// The totals of a full window of fast successes.
+    full_and_clean: u64,
+    /// Written by every record: kept on a cache line of its own, away from the breaker's
+    /// state word that every admission reads.
+    hot: CachePadded<Hot>,
 }
+
+#[derive(Debug)]
+struct Hot {
+    next: AtomicUsize,
+    totals: AtomicU64,
+}
+
+const BIASED_ZERO: u64 =
+    (BIAS as u64) | ((BIAS as u64) << FIELD_BITS) | ((BIAS as u64) << (2 * FIELD_BITS));
 
 impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
+        let size = size.max(1);
         Self {
-            ring: vec![0; size.max(1)].into_boxed_slice(),
-            next: 0,
-            len: 0,
-            counts: Counts::default(),
+            ring: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            full_and_clean: BIASED_ZERO + size as u64,
+            hot: CachePadded(Hot {
+                next: AtomicUsize::new(0),
+                totals: AtomicU64::new(BIASED_ZERO),
+            }),
         }
     }
 
-    pub(crate) fn record(&mut self, failure: bool, slow: bool) {
-        let capacity = self.ring.len();
-        if self.len == capacity {
-            let old = self.ring[self.next];
-            self.counts.remove(Counts {
-                calls: 1,
-                failures: u32::from(old & FAILURE != 0),
-                slow: u32::from(old & SLOW != 0),
-            });
-        } else {
-            self.len += 1;
+    /// Records an outcome; returns the counts just after it.
+    ///
+    /// A fast success recorded into a full window of fast successes changes nothing (it
+    /// would evict one identical outcome from a ring of identical outcomes), so it is not
+    /// written at all: a healthy service's calls only read the shared totals, which keeps
+    /// the breaker scaling across cores.
+    pub(crate) fn record(&self, failure: bool, slow: bool) -> Counts {
+        if !failure && !slow {
+            let totals = self.hot.0.totals.load(Ordering::Acquire);
+            if totals == self.full_and_clean {
+                return decode(totals);
+            }
         }
-        self.ring[self.next] = if failure { FAILURE } else { 0 } | if slow { SLOW } else { 0 };
-        self.next += 1;
-        if self.next == capacity {
-            self.next = 0;
-        }
-        self.counts.add(failure, slow);
+        let position = self.hot.0.next.fetch_add(1, Ordering::Relaxed) % self.ring.len();
+        let new = RECORDED | if failure { FAILURE } else { 0 } | if slow { SLOW } else { 0 };
+        let old = self.ring[position].swap(new, Ordering::AcqRel);
+        let delta = (contribution(new) - contribution(old)) as u64;
+        let after = self
+            .hot
+            .0
+            .totals
+            .fetch_add(delta, Ordering::AcqRel)
+            .wrapping_add(delta);
+        decode(after)
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        self.counts
+        decode(self.hot.0.totals.load(Ordering::Acquire))
     }
 
-    pub(crate) fn reset(&mut self) {
-        self.next = 0;
-        self.len = 0;
-        self.counts = Counts::default();
+    /// Empties the window (each slot's contribution is taken back as it is cleared, so a
+    /// record racing with the reset leaves the totals consistent).
+    pub(crate) fn reset(&self) {
+        let mut delta = 0i64;
+        for slot in &self.ring {
+            delta -= contribution(slot.swap(0, Ordering::AcqRel));
+        }
+        self.hot.0.totals.fetch_add(delta as u64, Ordering::AcqRel);
+    }
+}
+
+fn decode(word: u64) -> Counts {
+    let field = |shift: u32| {
+        let biased = ((word >> shift) & FIELD_MASK) as i64;
+        u32::try_from((biased - BIAS).max(0)).unwrap_or(u32::MAX)
+    };
+    Counts {
+        calls: field(0),
+        failures: field(FIELD_BITS),
+        slow: field(2 * FIELD_BITS),
     }
 }
 
@@ -157,18 +219,23 @@ impl TimeWindow {
     }
 }
 
-/// Either kind of window.
+/// Either kind of window, safe to share: the count window is lock-free, the time window
+/// has its own small lock (never held while the breaker's lock is taken).
 #[derive(Debug)]
+// The count window is large only by its cache-line padding, on purpose; one per breaker.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Window {
     Count(CountWindow),
-    Time(TimeWindow),
+    Time(Mutex<TimeWindow>),
 }
 
 impl Window {
     pub(crate) fn from_config(config: &WindowConfig) -> Self {
         match config.kind {
             WindowKind::Count => Window::Count(CountWindow::new(config.size as usize)),
-            WindowKind::Time => Window::Time(TimeWindow::new(seconds(config.duration) as usize)),
+            WindowKind::Time => Window::Time(Mutex::new(TimeWindow::new(
+                seconds(config.duration) as usize
+            ))),
         }
     }
 
@@ -177,26 +244,35 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    pub(crate) fn record(&mut self, second: u64, failure: bool, slow: bool) {
+    /// Records an outcome; returns the counts just after it.
+    pub(crate) fn record(&self, second: u64, failure: bool, slow: bool) -> Counts {
         match self {
             Window::Count(w) => w.record(failure, slow),
-            Window::Time(w) => w.record(second, failure, slow),
+            Window::Time(w) => {
+                let mut w = lock(w);
+                w.record(second, failure, slow);
+                w.counts(second)
+            }
         }
     }
 
-    pub(crate) fn counts(&mut self, second: u64) -> Counts {
+    pub(crate) fn counts(&self, second: u64) -> Counts {
         match self {
             Window::Count(w) => w.counts(),
-            Window::Time(w) => w.counts(second),
+            Window::Time(w) => lock(w).counts(second),
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub(crate) fn reset(&self) {
         match self {
             Window::Count(w) => w.reset(),
-            Window::Time(w) => w.reset(),
+            Window::Time(w) => lock(w).reset(),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whole seconds of a window duration, at least one.
@@ -212,7 +288,7 @@ mod tests {
 
     #[test]
     fn count_window_evicts_oldest() {
-        let mut w = CountWindow::new(3);
+        let w = CountWindow::new(3);
         w.record(true, false);
         w.record(false, true);
         w.record(false, false);
@@ -276,6 +352,97 @@ mod tests {
         );
     }
 
+    /// Totals recomputed from the ring's contents.
+    fn recount(w: &CountWindow) -> Counts {
+        let mut counts = Counts::default();
+        for slot in &w.ring {
+            let v = slot.load(std::sync::atomic::Ordering::Relaxed);
+            if v & RECORDED != 0 {
+                counts.add(v & FAILURE != 0, v & SLOW != 0);
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn count_window_totals_stay_consistent_under_contention() {
+        let w = std::sync::Arc::new(CountWindow::new(64));
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        w.record((i + t) % 3 == 0, (i * t) % 5 == 0);
+                        if t == 0 && i % 5000 == 0 {
+                            w.reset();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let counts = w.counts();
+        assert_eq!(counts, recount(&w));
+        assert_eq!(counts.calls, 64);
+    }
+
+    #[test]
+    fn a_full_clean_window_is_not_written() {
+        let w = CountWindow::new(3);
+        for _ in 0..3 {
+            w.record(false, false);
+        }
+        let position = w.hot.0.next.load(std::sync::atomic::Ordering::Relaxed);
+        w.record(false, false);
+        assert_eq!(
+            w.hot.0.next.load(std::sync::atomic::Ordering::Relaxed),
+            position
+        );
+        // Then a failure, kept for exactly three records.
+        w.record(true, false);
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 3,
+                failures: 1,
+                slow: 0
+            }
+        );
+        w.record(false, false);
+        w.record(false, false);
+        assert_eq!(w.counts().failures, 1);
+        w.record(false, false);
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
+        assert_eq!(w.counts(), recount(&w));
+    }
+
+    #[test]
+    fn count_window_holds_its_largest_size() {
+        let w = CountWindow::new(100_000);
+        for i in 0..250_000u32 {
+            w.record(true, i % 2 == 0);
+        }
+        assert_eq!(
+            w.counts(),
+            Counts {
+                calls: 100_000,
+                failures: 100_000,
+                slow: 50_000
+            }
+        );
+        w.reset();
+        assert_eq!(w.counts(), Counts::default());
+    }
+
     /// One step of a property test: an outcome, and how many seconds pass before it.
     #[derive(Debug, Clone)]
     struct Step {
@@ -310,7 +477,7 @@ mod tests {
     proptest! {
         #[test]
         fn count_window_matches_reference(size in 1usize..40, steps in steps()) {
-            let mut w = CountWindow::new(size);
+            let w = CountWindow::new(size);
             let mut history = Vec::new();
             for step in &steps {
                 w.record(step.failure, step.slow);

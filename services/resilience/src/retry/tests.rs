@@ -323,3 +323,31 @@ async fn outage_amplification_is_bounded_by_the_budget() {
         "the budget should allow retries: {amplification}"
     );
 }
+
+proptest::proptest! {
+    #[test]
+    fn backoff_stays_within_its_ceiling(
+        initial_ms in 1u64..1000,
+        extra_ms in 0u64..60_000,
+        multiplier in 1.0f64..10.0,
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let policy = RetryPolicy::new(&RetryConfig {
+            max_attempts: 10,
+            initial_backoff: MS * initial_ms as u32,
+            max_backoff: MS * (initial_ms + extra_ms) as u32,
+            multiplier,
+            ..config()
+        });
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut previous = Duration::ZERO;
+        for retry in 1..=20 {
+            let ceiling = policy.backoff_ceiling(retry);
+            proptest::prop_assert!(ceiling >= previous);
+            proptest::prop_assert!(ceiling <= MS * (initial_ms + extra_ms) as u32);
+            proptest::prop_assert!(ceiling >= MS * initial_ms as u32);
+            proptest::prop_assert!(policy.backoff(retry, &mut rng) <= ceiling);
+            previous = ceiling;
+        }
+    }
+}
