@@ -10,12 +10,12 @@ use prost::Message as _;
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
@@ -143,31 +143,35 @@ where
     let server = Server::builder()
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .tcp_nodelay(true)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .layer(metrics.layer(known_methods))
         .layer(crate::oversize::OversizeAsResourceExhausted)
         .layer(layer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
-            let shutdown = shutdown.clone();
-            let health = health.clone();
-            let drain_started = drain_started.clone();
-            let delay = config.shutdown_delay;
-            async move {
-                shutdown.cancelled().await;
-                for name in &names {
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(config.keepalive_interval)),
+            {
+                let shutdown = shutdown.clone();
+                let health = health.clone();
+                let drain_started = drain_started.clone();
+                let delay = config.shutdown_delay;
+                async move {
+                    shutdown.cancelled().await;
+                    for name in &names {
+                        health
+                            .set_service_status(*name, ServingStatus::NotServing)
+                            .await;
+                    }
                     health
-                        .set_service_status(*name, ServingStatus::NotServing)
+                        .set_service_status("", ServingStatus::NotServing)
                         .await;
+                    tokio::time::sleep(delay).await;
+                    drain_started.cancel();
                 }
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-                tokio::time::sleep(delay).await;
-                drain_started.cancel();
-            }
-        });
+            },
+        );
     tokio::pin!(server);
     let grace = config.shutdown_grace;
     tokio::select! {
