@@ -118,7 +118,11 @@ impl AuthApi {
             .admit()
             .inspect_err(|_| self.count_login("busy"))?;
         let normalized = validate::normalize_email(email);
-        let Some(user) = self.store.user_by_email(&normalized).await? else {
+        let Some((user, reservation)) = self
+            .store
+            .reserve_attempt(&normalized, &self.lockout)
+            .await?
+        else {
             // Same work as a real account, so timing does not reveal which emails exist.
             slot.verify(password, None).await?;
             self.store
@@ -133,7 +137,7 @@ impl AuthApi {
             return Err(AuthError::Unauthenticated("invalid email or password"));
         };
         let subject = user.id.to_string();
-        let failures = match self.store.reserve_attempt(user.id, &self.lockout).await? {
+        let failures = match reservation {
             Reservation::Locked(until) => {
                 self.store
                     .audit(
@@ -173,8 +177,8 @@ impl AuthApi {
             self.count_login("wrong_credentials");
             return Err(AuthError::Unauthenticated("invalid email or password"));
         }
-        self.store.clear_failures(user.id).await?;
         if user.disabled_at.is_some() {
+            self.store.clear_failures(user.id).await?;
             self.count_login("disabled");
             return Err(AuthError::PermissionDenied("this user is disabled"));
         }

@@ -157,22 +157,32 @@ impl Store {
         .await
     }
 
-    /// Counts this attempt as a failure before the password is checked, under the row lock,
-    /// so parallel attempts see each other (see [`crate::lockout`]).
+    /// Finds the user by normalized email and counts this attempt as a failure before the
+    /// password is checked, under the row lock, so parallel attempts see each other (see
+    /// [`crate::lockout`]). One transaction: the lookup is the lock.
     pub async fn reserve_attempt(
         &self,
-        user_id: Uuid,
+        normalized_email: &str,
         policy: &LockoutPolicy,
-    ) -> Result<Reservation, sqlx::Error> {
+    ) -> Result<Option<(UserRow, Reservation)>, sqlx::Error> {
+        #[derive(FromRow)]
+        struct Locked {
+            #[sqlx(flatten)]
+            user: UserRow,
+            failed_logins: i32,
+            locked_until: Option<DateTime<Utc>>,
+        }
         let mut tx = self.pool.begin().await?;
-        let (failures, locked_until): (i32, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT failed_logins, locked_until FROM auth.users WHERE id = $1 FOR UPDATE",
+        let row: Option<Locked> = sqlx::query_as(
+            "SELECT id, email, password_hash, roles, disabled_at, created_at, failed_logins, locked_until
+             FROM auth.users WHERE email_normalized = $1 FOR UPDATE",
         )
-        .bind(user_id)
-        .fetch_one(&mut *tx)
+        .bind(normalized_email)
+        .fetch_optional(&mut *tx)
         .await?;
-        let failures = u32::try_from(failures).unwrap_or(0);
-        let outcome = match policy.decide(failures, locked_until, Utc::now()) {
+        let Some(row) = row else { return Ok(None) };
+        let failures = u32::try_from(row.failed_logins).unwrap_or(0);
+        let outcome = match policy.decide(failures, row.locked_until, Utc::now()) {
             AttemptDecision::Locked { until } => Reservation::Locked(until),
             AttemptDecision::Allowed {
                 failures,
@@ -182,7 +192,7 @@ impl Store {
                     "UPDATE auth.users SET failed_logins = $2, locked_until = coalesce($3, locked_until)
                      WHERE id = $1",
                 )
-                .bind(user_id)
+                .bind(row.user.id)
                 .bind(i32::try_from(failures).unwrap_or(i32::MAX))
                 .bind(locked_until)
                 .execute(&mut *tx)
@@ -191,7 +201,7 @@ impl Store {
             }
         };
         tx.commit().await?;
-        Ok(outcome)
+        Ok(Some((row.user, outcome)))
     }
 
     /// Forgives the reserved attempt: failures back to zero, no lockout.
@@ -225,7 +235,8 @@ impl Store {
         audit(&mut conn, kind, subject, actor, detail).await
     }
 
-    /// Starts a session family with its first refresh token; audits the login.
+    /// After a correct password: clears the failure count, starts a session family with its
+    /// first refresh token, audits the login. False (nothing written) for a disabled user.
     pub async fn start_session(
         &self,
         user_id: Uuid,
@@ -234,10 +245,12 @@ impl Store {
         session_lifetime: Duration,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        // Share-lock the user: a concurrent DisableUser waits for this session to exist (and
-        // then revokes it), or this one sees the user disabled.
+        // Forgive the attempt counted before the password check, and lock the user row: a
+        // concurrent DisableUser waits for this session to exist (and then revokes it), or
+        // this one sees the user disabled.
         let enabled: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT id FROM auth.users WHERE id = $1 AND disabled_at IS NULL FOR SHARE",
+            "UPDATE auth.users SET failed_logins = 0, locked_until = NULL
+             WHERE id = $1 AND disabled_at IS NULL RETURNING id",
         )
         .bind(user_id)
         .fetch_optional(&mut *tx)
