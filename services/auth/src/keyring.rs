@@ -118,19 +118,12 @@ impl KeyRing {
         interval: Duration,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.sync().await {
-                        tracing::warn!(%error, "reloading signing keys failed; keeping the current key");
-                    }
-                }
+        appstack_common::shutdown::run_every(interval, stop, || async {
+            if let Err(error) = self.sync().await {
+                tracing::warn!(%error, "reloading signing keys failed; keeping the current key");
             }
-        }
+        })
+        .await;
     }
 
     /// Whether a missing key is generated (development).

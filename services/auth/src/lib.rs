@@ -207,16 +207,12 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Deletes ended sessions hourly until `stop`, so the session tables do not grow without
 /// bound. Every replica runs it; the deletes are idempotent.
 async fn purge_ended_sessions(store: store::Store, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => match store.purge_ended_sessions(SESSION_RETENTION).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "purged ended sessions"),
-                Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
-            },
+    appstack_common::shutdown::run_every(PURGE_INTERVAL, stop, || async {
+        match store.purge_ended_sessions(SESSION_RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged ended sessions"),
+            Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
         }
-    }
+    })
+    .await;
 }

@@ -36,3 +36,21 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Runs `task` every `interval` (the first run after one interval) until `stop` is
+/// cancelled. A slow run delays the next one instead of bunching runs up.
+pub async fn run_every<F, Fut>(interval: std::time::Duration, stop: CancellationToken, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => task().await,
+        }
+    }
+}
