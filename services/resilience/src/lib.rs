@@ -1,11 +1,19 @@
-//! Resilience for outgoing calls: circuit breaker, retry with a budget, bulkhead, and the
-//! one configuration type that drives them.
+//! Resilience for outgoing calls: circuit breaker, retry with a budget, bulkhead, timeouts,
+//! the tower layer that puts them around an HTTP or gRPC client, and the one configuration
+//! type that drives them.
 //!
 //! Every call from an AppStack service to an external service goes through this pipeline.
-//! The crate is transport-agnostic and free of I/O: it knows nothing of our services, of
-//! tonic or of any HTTP client. Its parts are plain values shared (in an `Arc`) by all
-//! callers of one external service:
+//! The crate is transport-agnostic: it knows nothing of our services; its core is free of
+//! I/O, and its layer speaks only the `http` crate's types, so it wraps a hyper-util
+//! `Client` and a tonic `Channel` alike (without depending on either). Its parts are plain
+//! values shared by all callers of one external service:
 //!
+//! - [`layer::ResilienceLayer`]: the whole pipeline as a `tower` layer over any
+//!   `Service<http::Request<_>>` answering `http::Response<_>`: the overall deadline (also
+//!   from an incoming `grpc-timeout`), retries that resend a buffered request body
+//!   ([`layer::ReplayBody`]), the breaker, the bulkhead, the per-attempt timeout (passed on
+//!   in `grpc-timeout`), and a typed [`layer::ResilienceError`] whose `CircuitOpen` names
+//!   the next probe time.
 //! - [`breaker::CircuitBreaker`]: a state machine over a sliding window of outcomes
 //!   (count- or time-based). It opens when the failure rate or the slow-call rate reaches
 //!   its threshold once `minimumCalls` are recorded, rejects at once while open (exposing
@@ -28,8 +36,9 @@
 //! - [`ResilienceConfig`]: their settings, one serde + schemars type used in the services'
 //!   configuration files and in the `AppStack` custom resource.
 //!
-//! The pieces compose in this order, outermost first: overall deadline → retry → circuit
-//! breaker → bulkhead → per-attempt timeout → the call. Each attempt asks the breaker, so a
+//! The pieces compose in this order, outermost first (this is what [`layer::ResilienceLayer`]
+//! does): overall deadline → retry → circuit breaker → bulkhead → per-attempt timeout → the
+//! call. Each attempt asks the breaker, so a
 //! breaker that opens mid-retry stops the retries; the bulkhead is inside, so a rejected
 //! call does not hold a slot.
 //!
@@ -135,14 +144,57 @@
 //! assert_eq!(breaker.snapshot().calls, 3);
 //! # }
 //! ```
+//!
+//! The same as a tower layer, here over an in-memory service that fails twice (a
+//! hyper-util `Client<_, ReplayBody<B>>` fits in its place as it is; a tonic `Channel`
+//! behind `map_request(|r| r.map(tonic::body::Body::new))`):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//!
+//! use appstack_resilience::retry::classify::HttpClassifier;
+//! use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceLayer};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut config = ResilienceConfig::default();
+//! config.retry.initial_backoff = std::time::Duration::from_millis(1);
+//! let layer = ResilienceLayer::new("inventory", &config, HttpClassifier::new());
+//!
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let inner = tower::service_fn({
+//!     let calls = calls.clone();
+//!     move |_request: Request<ReplayBody<Full<Bytes>>>| {
+//!         let n = calls.fetch_add(1, Ordering::Relaxed);
+//!         async move {
+//!             let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!             Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
+//!         }
+//!     }
+//! });
+//! let mut client = layer.layer(inner);
+//! let request = Request::post("http://inventory/items").body(Full::new(Bytes::from("{}"))).unwrap();
+//! let response = client.ready().await.unwrap().call(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(calls.load(Ordering::Relaxed), 3);
+//! assert_eq!(layer.breaker().snapshot().calls, 3);
+//! # }
+//! ```
 
 pub mod breaker;
 pub mod bulkhead;
 pub mod config;
+pub mod layer;
 mod pad;
 pub mod retry;
 
 pub use breaker::CircuitBreaker;
 pub use bulkhead::Bulkhead;
 pub use config::ResilienceConfig;
+pub use layer::{Attempt, ReplayBody, Resilience, ResilienceError, ResilienceLayer};
 pub use retry::Retrier;

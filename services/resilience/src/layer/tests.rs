@@ -1,0 +1,323 @@
+//! The layer over a scripted in-memory service, in virtual time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full};
+
+use super::*;
+use crate::config::{BreakerMode, Jitter};
+
+/// What the scripted service does on one call.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Status(u16),
+    Grpc(i32),
+    Sleep(Duration),
+    Refused,
+    Reset,
+}
+
+/// The calls it saw: headers and body.
+#[derive(Default)]
+struct Log {
+    calls: Vec<(HeaderMap, Bytes)>,
+}
+
+#[derive(Clone)]
+struct Scripted {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Scripted {
+    fn new(steps: &[Step]) -> Self {
+        Self {
+            steps: Arc::new(Mutex::new(steps.iter().cloned().collect())),
+            log: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.log.lock().unwrap().calls.len()
+    }
+
+    fn headers(&self, i: usize) -> HeaderMap {
+        self.log.lock().unwrap().calls[i].0.clone()
+    }
+}
+
+impl Service<Request<ReplayBody<Full<Bytes>>>> for Scripted {
+    type Response = Response<()>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReplayBody<Full<Bytes>>>) -> Self::Future {
+        let step = self
+            .steps
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Step::Status(200));
+        let log = Arc::clone(&self.log);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            log.lock().unwrap().calls.push((parts.headers, body));
+            match step {
+                Step::Status(s) => Ok(Response::builder().status(s).body(()).unwrap()),
+                Step::Grpc(code) => Ok(Response::builder()
+                    .header("grpc-status", code.to_string())
+                    .body(())
+                    .unwrap()),
+                Step::Sleep(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(Response::new(()))
+                }
+                Step::Refused => Err(std::io::ErrorKind::ConnectionRefused.into()),
+                Step::Reset => Err(std::io::ErrorKind::ConnectionReset.into()),
+            }
+        })
+    }
+}
+
+fn config() -> ResilienceConfig {
+    let mut c = ResilienceConfig::default();
+    c.timeout.per_attempt = Duration::from_millis(100);
+    c.timeout.overall = Duration::from_secs(1);
+    c.retry.max_attempts = 4;
+    c.retry.initial_backoff = Duration::from_millis(10);
+    c.retry.max_backoff = Duration::from_millis(40);
+    c.retry.jitter = Jitter::None;
+    c.circuit_breaker.minimum_calls = 4;
+    c.circuit_breaker.window.size = 4;
+    c.circuit_breaker.wait_in_open = Duration::from_secs(5);
+    c.validate().unwrap();
+    c
+}
+
+fn http_service(
+    steps: &[Step],
+    config: &ResilienceConfig,
+) -> (Scripted, Resilience<Scripted, HttpClassifier>) {
+    let scripted = Scripted::new(steps);
+    let layer = ResilienceLayer::new("test", config, HttpClassifier::new());
+    (scripted.clone(), layer.layer(scripted))
+}
+
+fn request(body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::post("http://svc/x")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+fn grpc_request() -> Request<Full<Bytes>> {
+    Request::post("http://svc/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_backoff_then_succeeds_replaying_the_body() {
+    let (scripted, mut svc) = http_service(
+        &[Step::Status(503), Step::Refused, Step::Status(200)],
+        &config(),
+    );
+    let start = Instant::now();
+    let response = svc.call(request(b"payload")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(scripted.calls(), 3);
+    // Backoffs of 10 ms and 20 ms (no jitter), no time in the calls themselves.
+    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    let log = scripted.log.lock().unwrap();
+    assert!(log.calls.iter().all(|(_, body)| &body[..] == b"payload"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_outcomes_are_returned_at_once() {
+    let (scripted, mut svc) = http_service(&[Step::Status(400)], &config());
+    assert_eq!(svc.call(request(b"")).await.unwrap().status(), 400);
+    assert_eq!(scripted.calls(), 1);
+    // A broken connection after sending: not retried, the error is the inner one.
+    let (scripted, mut svc) = http_service(&[Step::Reset], &config());
+    let err = svc.call(request(b"")).await.unwrap_err();
+    assert_eq!(
+        err.into_inner().unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    assert_eq!(scripted.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_response_comes_back_when_attempts_run_out() {
+    let (scripted, mut svc) = http_service(&[Step::Status(503); 4], &config());
+    assert_eq!(svc.call(request(b"")).await.unwrap().status(), 503);
+    assert_eq!(scripted.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_attempt_timeouts_are_retried_and_the_deadline_holds() {
+    let hang = Step::Sleep(Duration::from_secs(60));
+    let (scripted, mut svc) = http_service(&[hang, Step::Status(200)], &config());
+    let start = Instant::now();
+    assert_eq!(svc.call(request(b"")).await.unwrap().status(), 200);
+    assert_eq!(start.elapsed(), Duration::from_millis(110));
+    assert_eq!(scripted.calls(), 2);
+
+    // Every attempt hangs: the overall deadline (250 ms) ends the call, never later.
+    let mut c = config();
+    c.timeout.overall = Duration::from_millis(250);
+    c.retry.max_attempts = 10;
+    let (scripted, mut svc) = http_service(&[hang; 10], &c);
+    let start = Instant::now();
+    let err = svc.call(request(b"")).await.unwrap_err();
+    assert!(
+        start.elapsed() <= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(
+            err,
+            ResilienceError::DeadlineExceeded | ResilienceError::Timeout
+        ),
+        "{err}"
+    );
+    // 100 + 10 + 100 + 20 = 230 ms; the third attempt gets the last 20 ms or none.
+    assert!((2..=3).contains(&scripted.calls()), "{}", scripted.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_rejects_at_once_with_the_next_probe_time() {
+    let mut c = config();
+    c.retry.max_attempts = 1;
+    let (scripted, mut svc) = http_service(&[Step::Status(503); 4], &c);
+    for _ in 0..4 {
+        assert_eq!(svc.call(request(b"")).await.unwrap().status(), 503);
+    }
+    let opened = Instant::now();
+    let err = svc.call(request(b"")).await.unwrap_err();
+    assert!(err.is_rejection());
+    assert_eq!(
+        err.next_probe_at(),
+        Some(opened + Duration::from_secs(5)),
+        "{err}"
+    );
+    assert_eq!(scripted.calls(), 4, "the open breaker let a call through");
+
+    c.circuit_breaker.mode = BreakerMode::ForcedOpen;
+    let (scripted, mut svc) = http_service(&[], &c);
+    let err = svc.call(request(b"")).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ResilienceError::CircuitOpen {
+            state: State::ForcedOpen,
+            next_probe_at: None
+        }
+    ));
+    assert_eq!(scripted.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_rejects() {
+    let mut c = config();
+    c.bulkhead.max_concurrent = 1;
+    c.bulkhead.max_queue = 0;
+    let (_, svc) = http_service(&[Step::Sleep(Duration::from_millis(50))], &c);
+    let mut first = svc.clone();
+    let busy = tokio::spawn(async move { first.call(request(b"")).await.map(|r| r.status()) });
+    tokio::task::yield_now().await;
+    let err = svc.clone().call(request(b"")).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ResilienceError::BulkheadFull {
+            reason: BulkheadRejected::Full
+        }
+    ));
+    assert_eq!(busy.await.unwrap().unwrap(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn large_bodies_are_sent_once() {
+    let scripted = Scripted::new(&[Step::Status(503), Step::Status(200)]);
+    let layer = ResilienceLayer::builder("test", &config(), HttpClassifier::new())
+        .max_replay_body(4)
+        .build();
+    let mut svc = layer.layer(scripted.clone());
+    assert_eq!(
+        svc.call(request(b"0123456789")).await.unwrap().status(),
+        503
+    );
+    assert_eq!(scripted.calls(), 1);
+    assert_eq!(&scripted.log.lock().unwrap().calls[0].1[..], b"0123456789");
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_codes_and_grpc_timeout() {
+    let scripted = Scripted::new(&[
+        Step::Grpc(code::UNAVAILABLE),
+        Step::Grpc(code::OK),
+        Step::Grpc(code::INVALID_ARGUMENT),
+    ]);
+    let layer = ResilienceLayer::new("grpc", &config(), GrpcClassifier::new());
+    let mut svc = layer.layer(scripted.clone());
+    let response = svc.call(grpc_request()).await.unwrap();
+    assert_eq!(grpc_code(&response), code::OK);
+    assert_eq!(scripted.calls(), 2);
+    // Each attempt is told its time: the per-attempt timeout, 100 ms.
+    assert_eq!(scripted.headers(0)[GRPC_TIMEOUT], "100000u");
+    let response = svc.call(grpc_request()).await.unwrap();
+    assert_eq!(grpc_code(&response), code::INVALID_ARGUMENT);
+    assert_eq!(scripted.calls(), 3);
+
+    // The caller's own grpc-timeout shortens the deadline, and is passed on.
+    let mut request = grpc_request();
+    request
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, HeaderValue::from_static("30m"));
+    svc.call(request).await.unwrap();
+    assert_eq!(scripted.headers(3)[GRPC_TIMEOUT], "30000000n");
+    // A caller whose time is up gets no attempt at all.
+    let mut request = grpc_request();
+    request
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, HeaderValue::from_static("0m"));
+    let err = svc.call(request).await.unwrap_err();
+    assert!(matches!(err, ResilienceError::DeadlineExceeded));
+    assert_eq!(scripted.calls(), 4);
+}
+
+#[test]
+fn grpc_codes_from_http_statuses() {
+    let r = |status: u16| Response::builder().status(status).body(()).unwrap();
+    assert_eq!(grpc_code(&r(200)), code::OK);
+    assert_eq!(grpc_code(&r(503)), code::UNAVAILABLE);
+    assert_eq!(grpc_code(&r(429)), code::UNAVAILABLE);
+    assert_eq!(grpc_code(&r(404)), code::UNIMPLEMENTED);
+    assert_eq!(grpc_code(&r(500)), code::UNKNOWN);
+    let garbled = Response::builder()
+        .header("grpc-status", "x")
+        .body(())
+        .unwrap();
+    assert_eq!(grpc_code(&garbled), code::UNKNOWN);
+}
+
+#[test]
+fn transport_errors_are_found_in_the_source_chain() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error")]
+    struct Wrapper(#[source] std::io::Error);
+    let refused = Wrapper(std::io::ErrorKind::ConnectionRefused.into());
+    assert_eq!(transport_error(&refused), TransportError::Connect);
+    let reset = Wrapper(std::io::ErrorKind::ConnectionReset.into());
+    assert_eq!(transport_error(&reset), TransportError::Other);
+    let timed_out = Wrapper(std::io::ErrorKind::TimedOut.into());
+    assert_eq!(transport_error(&timed_out), TransportError::Timeout);
+}

@@ -1,0 +1,219 @@
+//! The layer over a real tonic `Channel` (HTTP/2), against a hand-rolled gRPC server on
+//! loopback that answers with the status codes it is told to, and records the
+//! `grpc-timeout` each attempt carried.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use appstack_resilience::layer::grpc_timeout::parse_grpc_timeout;
+use appstack_resilience::retry::classify::{GrpcClassifier, code};
+use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceLayer};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use http_body::Frame;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceBuilder;
+
+/// A response body: the frames, in order.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Server {
+    /// Status codes to answer with, in order; `OK` once exhausted.
+    codes: Arc<Mutex<VecDeque<i32>>>,
+    /// The `grpc-timeout` of every request seen (`None`: absent).
+    timeouts: Arc<Mutex<Vec<Option<Duration>>>>,
+}
+
+impl Server {
+    fn hits(&self) -> usize {
+        self.timeouts.lock().unwrap().len()
+    }
+}
+
+async fn handle(State(server): State<Server>, headers: HeaderMap, _body: Bytes) -> Response {
+    server.timeouts.lock().unwrap().push(
+        headers
+            .get("grpc-timeout")
+            .map(|v| parse_grpc_timeout(v).expect("a well-formed grpc-timeout")),
+    );
+    let code = server.codes.lock().unwrap().pop_front().unwrap_or(code::OK);
+    let status = HeaderValue::from_str(&code.to_string()).unwrap();
+    let builder = Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc");
+    if code != code::OK {
+        // Trailers-only: how a server answers an error at once.
+        return builder
+            .header("grpc-status", status)
+            .body(axum::body::Body::empty())
+            .unwrap();
+    }
+    // One empty message (uncompressed, length 0), then the OK trailers.
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", status);
+    let frames = Frames(VecDeque::from([
+        Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])),
+        Frame::trailers(trailers),
+    ]));
+    builder.body(axum::body::Body::new(frames)).unwrap()
+}
+
+async fn serve(codes: &[i32]) -> (Server, SocketAddr) {
+    let server = Server::default();
+    server.codes.lock().unwrap().extend(codes.iter().copied());
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(server.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (server, addr)
+}
+
+fn config() -> ResilienceConfig {
+    let mut c = ResilienceConfig::default();
+    c.timeout.per_attempt = Duration::from_secs(2);
+    c.timeout.overall = Duration::from_secs(5);
+    c.retry.max_attempts = 3;
+    c.retry.initial_backoff = Duration::from_millis(1);
+    c.retry.max_backoff = Duration::from_millis(5);
+    c.validate().unwrap();
+    c
+}
+
+/// Calls `/test.Echo/Call` with an empty message through the layer over a `Channel`.
+async fn call(addr: SocketAddr, timeout: Option<Duration>) -> Result<(), tonic::Status> {
+    let channel: Channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new());
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
+            r.map(tonic::body::Body::new)
+        })
+        .service(channel);
+    let mut grpc = tonic::client::Grpc::new(service);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(());
+    if let Some(t) = timeout {
+        request.set_timeout(t);
+    }
+    grpc.unary(
+        request,
+        http::uri::PathAndQuery::from_static("/test.Echo/Call"),
+        tonic_prost::ProstCodec::<(), ()>::default(),
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test]
+async fn unavailable_is_retried() {
+    let (server, addr) = serve(&[code::UNAVAILABLE, code::UNAVAILABLE]).await;
+    call(addr, None).await.unwrap();
+    assert_eq!(server.hits(), 3);
+}
+
+#[tokio::test]
+async fn unavailable_comes_back_when_attempts_run_out() {
+    let (server, addr) = serve(&[code::UNAVAILABLE; 3]).await;
+    let status = call(addr, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(server.hits(), 3);
+}
+
+#[tokio::test]
+async fn invalid_argument_is_not_retried() {
+    let (server, addr) = serve(&[code::INVALID_ARGUMENT]).await;
+    let status = call(addr, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn each_attempt_carries_its_remaining_time() {
+    let (server, addr) = serve(&[code::UNAVAILABLE]).await;
+    call(addr, None).await.unwrap();
+    let timeouts = server.timeouts.lock().unwrap().clone();
+    assert_eq!(timeouts.len(), 2);
+    for t in timeouts {
+        // The per-attempt timeout, 2 s, rounded up to the microsecond at most.
+        let t = t.expect("every attempt carries grpc-timeout");
+        assert!(t <= Duration::from_secs(2), "{t:?}");
+        assert!(t > Duration::from_millis(1900), "{t:?}");
+    }
+
+    // The caller's own deadline, shorter, is what the server is told.
+    let (server, addr) = serve(&[code::UNAVAILABLE]).await;
+    call(addr, Some(Duration::from_millis(300))).await.unwrap();
+    let timeouts = server.timeouts.lock().unwrap().clone();
+    assert_eq!(timeouts.len(), 2);
+    let (first, second) = (timeouts[0].unwrap(), timeouts[1].unwrap());
+    assert!(first <= Duration::from_millis(300), "{first:?}");
+    assert!(
+        second < first,
+        "{second:?} then {first:?}: the deadline did not shrink"
+    );
+}
+
+#[tokio::test]
+async fn connect_errors_are_retried_and_open_the_breaker() {
+    // A port nobody listens on, and a channel that connects on first use.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut c = config();
+    c.circuit_breaker.minimum_calls = 3;
+    c.circuit_breaker.window.size = 3;
+    let layer = ResilienceLayer::new("grpc-down", &c, GrpcClassifier::new());
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
+            r.map(tonic::body::Body::new)
+        })
+        .service(channel);
+    let mut grpc = tonic::client::Grpc::new(service);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/test.Echo/Call"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Three attempts, all failures: the breaker is open now.
+    assert_eq!(
+        layer.breaker().state(),
+        appstack_resilience::breaker::State::Open
+    );
+}
