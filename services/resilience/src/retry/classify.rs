@@ -80,7 +80,7 @@ pub mod code {
     pub const ABORTED: i32 = 10;
     /// The operation was attempted past the valid range.
     pub const OUT_OF_RANGE: i32 = 11;
-    /// The operation is not implemented or supported.
+    /// `UNIMPLEMENTED`: the server does not offer this method.
     pub const UNIMPLEMENTED: i32 = 12;
     /// Internal error.
     pub const INTERNAL: i32 = 13;
