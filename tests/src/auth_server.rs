@@ -47,10 +47,11 @@ pub fn cheap_password_config() -> appstack_auth::config::PasswordConfig {
 impl AuthServer {
     /// Starts on a fresh database with cheap password hashing.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(|config| config.auth.password = cheap_password_config()).await
+        Self::start_with(|_| {}).await
     }
 
-    /// Starts on a fresh database after `adjust` edits the configuration.
+    /// Starts on a fresh database with cheap password hashing, after `adjust` edits the
+    /// configuration (it may restore production hashing).
     pub async fn start_with(adjust: impl FnOnce(&mut StackConfig)) -> anyhow::Result<Self> {
         let database = pg::test_database().await?;
         let keys = tempfile::tempdir()?;
@@ -63,6 +64,7 @@ impl AuthServer {
         config.database.migrate_on_start = true;
         config.auth.keys_dir = keys.path().to_owned();
         config.auth.generate_key_if_missing = true;
+        config.auth.password = cheap_password_config();
         adjust(&mut config);
         Self::start_on(config, keys).await
     }

@@ -317,7 +317,6 @@ fn kid_of(token: &str) -> String {
 #[tokio::test]
 async fn key_rotation_keeps_old_tokens_valid() {
     let server = AuthServer::start_with(|c| {
-        c.auth.password = appstack_tests::auth_server::cheap_password_config();
         c.auth.key_reload_interval = Duration::from_secs(1);
     })
     .await

@@ -309,7 +309,6 @@ async fn parallel_refreshes_of_one_token_let_at_most_one_through() {
 #[tokio::test]
 async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
     let server = AuthServer::start_with(|c| {
-        c.auth.password = appstack_tests::auth_server::cheap_password_config();
         c.auth.lockout.base = Duration::from_secs(60);
     })
     .await
@@ -588,7 +587,6 @@ async fn sql_looking_input_is_stored_verbatim_never_executed() {
 #[tokio::test]
 async fn oversized_messages_are_resource_exhausted() {
     let server = AuthServer::start_with(|c| {
-        c.auth.password = appstack_tests::auth_server::cheap_password_config();
         c.server.max_message_bytes = 64 * 1024;
     })
     .await

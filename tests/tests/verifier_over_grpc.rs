@@ -24,7 +24,6 @@ fn jwks_calls(metrics: &str) -> u64 {
 #[tokio::test]
 async fn verifies_rotates_and_rate_limits_refetches() {
     let server = AuthServer::start_with(|c| {
-        c.auth.password = appstack_tests::auth_server::cheap_password_config();
         c.auth.key_reload_interval = Duration::from_secs(1);
     })
     .await

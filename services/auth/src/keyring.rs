@@ -21,7 +21,6 @@ use crate::store::Store;
 /// The signing key in use and how to reload it.
 pub struct KeyRing {
     dir: PathBuf,
-    generate_if_missing: bool,
     active: RwLock<Arc<KeyPair>>,
     store: Store,
     /// Keys stay published this long after retirement: the access-token lifetime plus clock
@@ -49,7 +48,6 @@ impl KeyRing {
         let active = Arc::new(read_active(&dir, generate_if_missing)?);
         let ring = Self {
             dir,
-            generate_if_missing,
             active: RwLock::new(active),
             store,
             publish_window,
@@ -124,11 +122,6 @@ impl KeyRing {
             }
         })
         .await;
-    }
-
-    /// Whether a missing key is generated (development).
-    pub fn generates_missing(&self) -> bool {
-        self.generate_if_missing
     }
 }
 

@@ -148,16 +148,6 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         self.admit()?.hash(password).await
     }
-
-    /// Hashes in the calling thread (tools, start-up).
-    pub fn hash_now(&self, password: &str) -> Result<String, PasswordError> {
-        hash_blocking(&self.params, password)
-    }
-
-    /// Hashes available now without waiting (for metrics).
-    pub fn idle_workers(&self) -> usize {
-        self.workers.available_permits()
-    }
 }
 
 impl HashSlot {

@@ -528,7 +528,10 @@ fn auth_login(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()> {
     let server = runtime.block_on(AuthServer::start_with(|c| {
         // Keep the default OWASP parameters (19 MiB, t=2, p=1) and one worker per core; only
         // make room in the queue so the clients never meet RESOURCE_EXHAUSTED.
-        c.auth.password.queue = 1024;
+        c.auth.password = appstack_auth::config::PasswordConfig {
+            queue: 1024,
+            ..Default::default()
+        };
     }))?;
     let outcome = runtime.block_on(login_phase(&server, clients, seconds));
     let outcome = match outcome {
