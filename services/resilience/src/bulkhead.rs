@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 
 use crate::config::BulkheadConfig;
 
@@ -31,11 +31,12 @@ impl fmt::Display for BulkheadRejected {
 
 impl std::error::Error for BulkheadRejected {}
 
-/// A slot in the bulkhead, given back when dropped.
+/// A slot in the bulkhead, given back when dropped. It borrows the bulkhead, so taking one
+/// touches only the slot counter (no reference count).
 #[derive(Debug)]
 #[must_use = "the slot is given back as soon as the permit is dropped"]
-pub struct BulkheadPermit {
-    _permit: OwnedSemaphorePermit,
+pub struct BulkheadPermit<'a> {
+    _permit: SemaphorePermit<'a>,
 }
 
 /// A concurrency limit with a bounded, time-limited waiting line (FIFO). Share it between
@@ -47,7 +48,7 @@ pub struct Bulkhead {
 
 #[derive(Debug)]
 struct Inner {
-    semaphore: Arc<Semaphore>,
+    semaphore: Semaphore,
     waiting: AtomicU32,
     max_concurrent: u32,
     max_queue: u32,
@@ -69,7 +70,7 @@ impl Bulkhead {
         let max_concurrent = config.max_concurrent.max(1);
         Self {
             inner: Arc::new(Inner {
-                semaphore: Arc::new(Semaphore::new(max_concurrent as usize)),
+                semaphore: Semaphore::new(max_concurrent as usize),
                 waiting: AtomicU32::new(0),
                 max_concurrent,
                 max_queue: config.max_queue,
@@ -79,8 +80,8 @@ impl Bulkhead {
     }
 
     /// Takes a slot if one is free, without waiting.
-    pub fn try_acquire(&self) -> Result<BulkheadPermit, BulkheadRejected> {
-        match Arc::clone(&self.inner.semaphore).try_acquire_owned() {
+    pub fn try_acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadRejected> {
+        match self.inner.semaphore.try_acquire() {
             Ok(permit) => Ok(BulkheadPermit { _permit: permit }),
             Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
                 Err(BulkheadRejected::Full)
@@ -90,7 +91,7 @@ impl Bulkhead {
 
     /// Takes a slot: at once if one is free; otherwise waits in line for at most
     /// `queueTimeout` if the line has room; otherwise rejects at once.
-    pub async fn acquire(&self) -> Result<BulkheadPermit, BulkheadRejected> {
+    pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadRejected> {
         if let Ok(permit) = self.try_acquire() {
             return Ok(permit);
         }
@@ -103,8 +104,7 @@ impl Bulkhead {
         if position >= inner.max_queue {
             return Err(BulkheadRejected::Full);
         }
-        let semaphore = Arc::clone(&inner.semaphore);
-        match tokio::time::timeout(inner.queue_timeout, semaphore.acquire_owned()).await {
+        match tokio::time::timeout(inner.queue_timeout, inner.semaphore.acquire()).await {
             Ok(Ok(permit)) => Ok(BulkheadPermit { _permit: permit }),
             Ok(Err(_closed)) => Err(BulkheadRejected::Full),
             Err(_elapsed) => Err(BulkheadRejected::QueueTimeout),

@@ -191,10 +191,12 @@ pub mod bulkhead;
 pub mod config;
 pub mod layer;
 mod pad;
+pub mod pipeline;
 pub mod retry;
 
 pub use breaker::CircuitBreaker;
 pub use bulkhead::Bulkhead;
 pub use config::ResilienceConfig;
-pub use layer::{Attempt, ReplayBody, Resilience, ResilienceError, ResilienceLayer};
+pub use layer::{ReplayBody, Resilience, ResilienceLayer};
+pub use pipeline::{Attempt, AttemptContext, Pipeline, ResilienceError};
 pub use retry::Retrier;

@@ -40,237 +40,60 @@
 //! The bulkhead slot and the breaker's timing end with the response head: a response body
 //! still streaming holds no slot, and its time is not part of the call's duration.
 //!
-//! Each call clones the inner service (as tower's own `Retry` does) and allocates its
-//! future; [`Resilience::poll_ready`] is always ready, readiness of the inner service is
-//! awaited inside each attempt, under its timeout.
+//! The layer is the [`Pipeline`] with the operation "send this request". What it adds per
+//! call: its boxed future (one allocation), a copy of the request head for each attempt
+//! (the request is consumed by the inner service; a retry needs another — tower's own
+//! `Retry` clones it the same way) and a clone of the inner service per attempt.
+//! [`Resilience::poll_ready`] is always ready: readiness of the inner service is awaited
+//! inside each attempt, under its timeout.
 
 mod body;
+mod classify;
 pub mod grpc_timeout;
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::ReplayBody;
 use body::{Collected, collect};
+pub use classify::{grpc_code, transport_error};
 use grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
 
-use crate::breaker::{CircuitBreaker, Outcome, State};
-use crate::bulkhead::{Bulkhead, BulkheadRejected};
 use crate::config::ResilienceConfig;
-use crate::retry::classify::{
-    GrpcClassifier, GrpcResponse, HttpClassifier, HttpResponse, TransportError, code,
-};
-use crate::retry::{Classification, Classify, Retried, Retrier, Stop};
+use crate::pipeline::{Attempt, AttemptContext, Executed, Pipeline, PipelineBuilder, deadline};
+use crate::retry::{Classify, Retried, Retrier, Stop};
+
+pub use crate::pipeline::ResilienceError;
 
 /// Request bodies up to this size (64 KiB) are buffered for retries by default.
 pub const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
-
-/// What the layer decided, or the inner service's error.
-#[derive(Debug, thiserror::Error)]
-pub enum ResilienceError<E> {
-    /// The circuit breaker refused the call. Try again at `next_probe_at` (when known).
-    #[error("circuit breaker {state}: call rejected")]
-    CircuitOpen {
-        /// The breaker's state: `Open`, `HalfOpen` (all probes in flight) or `ForcedOpen`.
-        state: State,
-        /// When the breaker will admit a probe: the end of its open wait. `None` while
-        /// half-open (try again shortly) or forced open.
-        next_probe_at: Option<Instant>,
-    },
-    /// The bulkhead had no slot (and no room, or no time, in its waiting line).
-    #[error("{reason}: call rejected")]
-    BulkheadFull {
-        /// Full at once, or timed out in the line.
-        reason: BulkheadRejected,
-    },
-    /// The caller's deadline passed: before an attempt could start, or during the last one.
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
-    /// The last attempt ran out of `timeout.perAttempt` and no retry was possible.
-    #[error("attempt timed out")]
-    Timeout,
-    /// The inner service failed on the last attempt.
-    #[error(transparent)]
-    Inner(E),
-}
-
-impl<E> ResilienceError<E> {
-    /// When the breaker will next admit a call, for a [`ResilienceError::CircuitOpen`].
-    pub fn next_probe_at(&self) -> Option<Instant> {
-        match self {
-            ResilienceError::CircuitOpen { next_probe_at, .. } => *next_probe_at,
-            _ => None,
-        }
-    }
-
-    /// Whether the layer refused the call without the callee seeing it (breaker or
-    /// bulkhead): the caller may reschedule it.
-    pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. }
-        )
-    }
-
-    /// The inner service's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            ResilienceError::Inner(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// One attempt's outcome, as a classifier sees it.
-#[derive(Debug)]
-pub enum Attempt<'a, B, E> {
-    /// The response head arrived.
-    Response(&'a Response<B>),
-    /// The inner service failed.
-    Error(&'a E),
-    /// The attempt ran out of time (its own timeout, or the caller's deadline).
-    Timeout,
-}
-
-/// Finds what kind of transport error `error` is: [`TransportError::Connect`] if its
-/// `source()` chain holds an `std::io::Error` of kind `ConnectionRefused`,
-/// `AddrNotAvailable`, `NetworkUnreachable` or `HostUnreachable` (hyper-util's and tonic's
-/// connect errors do), [`TransportError::Timeout`] for kind `TimedOut`, otherwise
-/// [`TransportError::Other`].
-pub fn transport_error(error: &(dyn StdError + 'static)) -> TransportError {
-    use std::io::ErrorKind;
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                ErrorKind::ConnectionRefused
-                | ErrorKind::AddrNotAvailable
-                | ErrorKind::NetworkUnreachable
-                | ErrorKind::HostUnreachable => return TransportError::Connect,
-                ErrorKind::TimedOut => return TransportError::Timeout,
-                _ => {}
-            }
-        }
-        next = e.source();
-    }
-    TransportError::Other
-}
-
-impl<B, E: StdError + 'static> Classify<Attempt<'_, B, E>> for HttpClassifier {
-    fn classify(&self, attempt: &Attempt<'_, B, E>) -> Classification {
-        self.classify(&http_response(attempt))
-    }
-
-    fn outcome(&self, attempt: &Attempt<'_, B, E>) -> Outcome {
-        self.outcome(&http_response(attempt))
-    }
-}
-
-fn http_response<'a, B, E: StdError + 'static>(attempt: &Attempt<'a, B, E>) -> HttpResponse<'a> {
-    match *attempt {
-        Attempt::Response(r) => HttpResponse::Response {
-            status: r.status(),
-            headers: r.headers(),
-        },
-        Attempt::Error(e) => HttpResponse::Error(transport_error(e)),
-        Attempt::Timeout => HttpResponse::Error(TransportError::Timeout),
-    }
-}
-
-/// The gRPC status of a response head: its `grpc-status` header (a trailers-only response,
-/// which is how servers answer an error at once); without one, `OK` for HTTP 200 (the
-/// status then comes in the trailers, after the layer is done) and otherwise the status the
-/// gRPC specification maps the HTTP status to (`UNAVAILABLE` for 429, 502, 503, 504, …).
-pub fn grpc_code<B>(response: &Response<B>) -> i32 {
-    if let Some(value) = response.headers().get("grpc-status") {
-        return value
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(code::UNKNOWN);
-    }
-    match response.status() {
-        StatusCode::OK => code::OK,
-        StatusCode::BAD_REQUEST => code::INTERNAL,
-        StatusCode::UNAUTHORIZED => code::UNAUTHENTICATED,
-        StatusCode::FORBIDDEN => code::PERMISSION_DENIED,
-        StatusCode::NOT_FOUND => code::UNIMPLEMENTED,
-        StatusCode::TOO_MANY_REQUESTS
-        | StatusCode::BAD_GATEWAY
-        | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => code::UNAVAILABLE,
-        _ => code::UNKNOWN,
-    }
-}
-
-impl<B, E: StdError + 'static> Classify<Attempt<'_, B, E>> for GrpcClassifier {
-    /// A response by its [`grpc_code`]; a connect error as `UNAVAILABLE` (retryable); any
-    /// other transport error as permanent; a timeout as `DEADLINE_EXCEEDED`.
-    fn classify(&self, attempt: &Attempt<'_, B, E>) -> Classification {
-        match *attempt {
-            Attempt::Response(r) => self.classify(&GrpcResponse {
-                code: grpc_code(r),
-                metadata: r.headers(),
-            }),
-            Attempt::Error(e) => match transport_error(e) {
-                TransportError::Connect => self.classify(&GrpcResponse {
-                    code: code::UNAVAILABLE,
-                    metadata: &HeaderMap::new(),
-                }),
-                TransportError::Timeout | TransportError::Other => Classification::Permanent,
-            },
-            Attempt::Timeout => self.classify(&GrpcResponse {
-                code: code::DEADLINE_EXCEEDED,
-                metadata: &HeaderMap::new(),
-            }),
-        }
-    }
-
-    /// A response by its [`grpc_code`]; every transport error and timeout is a failure.
-    fn outcome(&self, attempt: &Attempt<'_, B, E>) -> Outcome {
-        match *attempt {
-            Attempt::Response(r) => self.outcome(&GrpcResponse {
-                code: grpc_code(r),
-                metadata: r.headers(),
-            }),
-            Attempt::Error(_) | Attempt::Timeout => Outcome::Failure,
-        }
-    }
-}
-
-struct Shared<C> {
-    breaker: Arc<CircuitBreaker>,
-    retrier: Retrier,
-    bulkhead: Bulkhead,
-    per_attempt: Duration,
-    overall: Duration,
-    max_replay_body: usize,
-    classifier: C,
-}
 
 /// The pipeline as a [`tower_layer::Layer`]. Build one per external service and apply it
 /// to every client of that service: clones share the breaker, the retry budget and the
 /// bulkhead.
 pub struct ResilienceLayer<C> {
-    shared: Arc<Shared<C>>,
+    pipeline: Arc<Pipeline<C>>,
+    max_replay_body: usize,
+    /// `grpc-timeout` for an attempt that has the whole `timeout.perAttempt`, made once.
+    per_attempt_header: HeaderValue,
 }
 
 impl<C> Clone for ResilienceLayer<C> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            pipeline: Arc::clone(&self.pipeline),
+            max_replay_body: self.max_replay_body,
+            per_attempt_header: self.per_attempt_header.clone(),
         }
     }
 }
@@ -278,7 +101,8 @@ impl<C> Clone for ResilienceLayer<C> {
 impl<C> fmt::Debug for ResilienceLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayer")
-            .field("breaker", &self.shared.breaker)
+            .field("pipeline", &self.pipeline)
+            .field("max_replay_body", &self.max_replay_body)
             .finish_non_exhaustive()
     }
 }
@@ -286,7 +110,8 @@ impl<C> fmt::Debug for ResilienceLayer<C> {
 impl<C> ResilienceLayer<C> {
     /// The pipeline of `config` (which should have passed
     /// [`ResilienceConfig::validate`]) for the service `name`, classifying attempts with
-    /// `classifier` ([`HttpClassifier`] or [`GrpcClassifier`]).
+    /// `classifier` ([`HttpClassifier`](crate::retry::classify::HttpClassifier) or
+    /// [`GrpcClassifier`](crate::retry::classify::GrpcClassifier)).
     pub fn new(name: impl Into<String>, config: &ResilienceConfig, classifier: C) -> Self {
         Self::builder(name, config, classifier).build()
     }
@@ -298,61 +123,68 @@ impl<C> ResilienceLayer<C> {
         classifier: C,
     ) -> ResilienceLayerBuilder<C> {
         ResilienceLayerBuilder {
-            name: name.into(),
-            config: config.clone(),
-            classifier,
-            breaker: None,
-            retrier: None,
+            pipeline: Pipeline::builder(name, config, classifier),
             max_replay_body: DEFAULT_MAX_REPLAY_BODY,
         }
     }
 
+    /// The layer of an existing pipeline (shared with direct [`Pipeline::execute`] callers).
+    pub fn from_pipeline(pipeline: Arc<Pipeline<C>>) -> Self {
+        let per_attempt_header = format_grpc_timeout(pipeline.per_attempt());
+        Self {
+            pipeline,
+            max_replay_body: DEFAULT_MAX_REPLAY_BODY,
+            per_attempt_header,
+        }
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &Arc<Pipeline<C>> {
+        &self.pipeline
+    }
+
     /// The circuit breaker.
-    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
-        &self.shared.breaker
+    pub fn breaker(&self) -> &Arc<crate::CircuitBreaker> {
+        self.pipeline.breaker()
     }
 
     /// The retry policy and budget.
     pub fn retrier(&self) -> &Retrier {
-        &self.shared.retrier
+        self.pipeline.retrier()
     }
 
     /// The bulkhead.
-    pub fn bulkhead(&self) -> &Bulkhead {
-        &self.shared.bulkhead
+    pub fn bulkhead(&self) -> &crate::Bulkhead {
+        self.pipeline.bulkhead()
     }
 }
 
 /// Builds a [`ResilienceLayer`].
 pub struct ResilienceLayerBuilder<C> {
-    name: String,
-    config: ResilienceConfig,
-    classifier: C,
-    breaker: Option<Arc<CircuitBreaker>>,
-    retrier: Option<Retrier>,
+    pipeline: PipelineBuilder<C>,
     max_replay_body: usize,
 }
 
 impl<C> fmt::Debug for ResilienceLayerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayerBuilder")
-            .field("name", &self.name)
+            .field("pipeline", &self.pipeline)
             .field("max_replay_body", &self.max_replay_body)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl<C> ResilienceLayerBuilder<C> {
     /// Uses this breaker instead of a new one from `circuitBreaker` (to attach a
     /// [`crate::breaker::BreakerObserver`], or to share it).
-    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
-        self.breaker = Some(breaker);
+    pub fn breaker(mut self, breaker: Arc<crate::CircuitBreaker>) -> Self {
+        self.pipeline = self.pipeline.breaker(breaker);
         self
     }
 
     /// Uses this retrier instead of a new one from `retry` (to share a budget).
     pub fn retrier(mut self, retrier: Retrier) -> Self {
-        self.retrier = Some(retrier);
+        self.pipeline = self.pipeline.retrier(retrier);
         self
     }
 
@@ -365,21 +197,9 @@ impl<C> ResilienceLayerBuilder<C> {
 
     /// The layer.
     pub fn build(self) -> ResilienceLayer<C> {
-        let config = self.config;
-        let breaker = self
-            .breaker
-            .unwrap_or_else(|| Arc::new(CircuitBreaker::new(self.name, &config.circuit_breaker)));
-        ResilienceLayer {
-            shared: Arc::new(Shared {
-                breaker,
-                retrier: self.retrier.unwrap_or_else(|| Retrier::new(&config.retry)),
-                bulkhead: Bulkhead::new(&config.bulkhead),
-                per_attempt: config.timeout.per_attempt,
-                overall: config.timeout.overall,
-                max_replay_body: self.max_replay_body,
-                classifier: self.classifier,
-            }),
-        }
+        let mut layer = ResilienceLayer::from_pipeline(Arc::new(self.pipeline.build()));
+        layer.max_replay_body = self.max_replay_body;
+        layer
     }
 }
 
@@ -389,7 +209,7 @@ impl<S, C> Layer<S> for ResilienceLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         Resilience {
             inner,
-            shared: Arc::clone(&self.shared),
+            layer: self.clone(),
         }
     }
 }
@@ -397,14 +217,14 @@ impl<S, C> Layer<S> for ResilienceLayer<C> {
 /// The service made by [`ResilienceLayer`].
 pub struct Resilience<S, C> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    layer: ResilienceLayer<C>,
 }
 
 impl<S: Clone, C> Clone for Resilience<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            layer: self.layer.clone(),
         }
     }
 }
@@ -413,8 +233,8 @@ impl<S: fmt::Debug, C> fmt::Debug for Resilience<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilience")
             .field("inner", &self.inner)
-            .field("breaker", &self.shared.breaker)
-            .finish_non_exhaustive()
+            .field("layer", &self.layer)
+            .finish()
     }
 }
 
@@ -428,7 +248,7 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Send,
     RB: Send + 'static,
-    C: for<'a> Classify<Attempt<'a, RB, S::Error>> + Send + Sync + 'static,
+    C: for<'a> Classify<Attempt<'a, Response<RB>, S::Error>> + Send + Sync + 'static,
 {
     type Response = Response<RB>;
     type Error = ResilienceError<S::Error>;
@@ -440,155 +260,94 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.call(inner, request).await.value })
+        let layer = self.layer.clone();
+        Box::pin(async move { layer.call(inner, request).await.value })
     }
 }
 
-impl<C> Shared<C> {
+impl<C> ResilienceLayer<C> {
     /// The whole call: deadline, body, attempts.
     async fn call<S, B, RB>(
         &self,
         inner: S,
         request: Request<B>,
-    ) -> Retried<CallResult<RB, S::Error>>
+    ) -> Executed<Response<RB>, S::Error>
     where
         S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
         B: Body<Data = Bytes> + Unpin,
-        C: for<'a> Classify<Attempt<'a, RB, S::Error>>,
+        C: for<'a> Classify<Attempt<'a, Response<RB>, S::Error>>,
     {
-        let start = Instant::now();
-        let mut deadline = start + self.overall;
-        if let Some(callers) = request
+        let callers = request
             .headers()
             .get(GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout)
-        {
-            deadline = deadline.min(start + callers);
+            .map(|left| Instant::now().checked_add(left));
+        let deadline = self.pipeline.deadline(callers.flatten());
+        let (mut parts, body) = request.into_parts();
+        let grpc = is_grpc(&parts.headers);
+        if grpc {
+            // Make room for the header now, so the copies made for each attempt have it
+            // and replacing its value does not grow them.
+            parts
+                .headers
+                .insert(GRPC_TIMEOUT, self.per_attempt_header.clone());
         }
-        let (parts, body) = request.into_parts();
-        let collected = collect(body, self.max_replay_body).await;
-        if Instant::now() >= deadline {
-            return Retried {
-                value: Err(ResilienceError::DeadlineExceeded),
-                attempts: 0,
-                stop: Stop::Deadline,
-            };
-        }
-        let (data, trailers) = match collected {
-            Collected::Buffered { data, trailers } => (data, trailers),
-            Collected::Once(body) => {
-                // Too large to replay: one attempt, no retry.
-                let value = self
-                    .attempt(inner, Request::from_parts(parts, body), deadline)
-                    .await;
-                let stop = match self.classify(&value) {
-                    Classification::Success => Stop::Success,
-                    _ => Stop::Permanent,
-                };
-                return Retried {
-                    value,
-                    attempts: 1,
-                    stop,
-                };
-            }
-        };
-        let classify = |value: &CallResult<RB, S::Error>| self.classify(value);
-        self.retrier
-            .run(Some(deadline), &classify, move |_| {
-                let mut request =
-                    Request::new(ReplayBody::buffered(data.clone(), trailers.clone()));
-                *request.method_mut() = parts.method.clone();
-                *request.uri_mut() = parts.uri.clone();
-                *request.version_mut() = parts.version;
-                *request.headers_mut() = parts.headers.clone();
-                *request.extensions_mut() = parts.extensions.clone();
-                self.attempt(inner.clone(), request, deadline)
-            })
-            .await
-    }
-
-    /// One attempt: breaker, bulkhead, timeout, the inner service; records the outcome.
-    async fn attempt<S, B, RB>(
-        &self,
-        mut inner: S,
-        mut request: Request<ReplayBody<B>>,
-        deadline: Instant,
-    ) -> CallResult<RB, S::Error>
-    where
-        S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
-        B: Body,
-        C: for<'a> Classify<Attempt<'a, RB, S::Error>>,
-    {
-        let permit =
-            self.breaker
-                .try_acquire()
-                .map_err(|rejected| ResilienceError::CircuitOpen {
-                    state: rejected.state,
-                    next_probe_at: rejected.next_probe_at,
-                })?;
-        let slot = match timeout_at(deadline, self.bulkhead.acquire()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(reason)) => return Err(ResilienceError::BulkheadFull { reason }),
-            Err(_) => return Err(ResilienceError::DeadlineExceeded),
-        };
-        let started = Instant::now();
-        let attempt_deadline = deadline.min(started + self.per_attempt);
-        if is_grpc(request.headers()) {
-            let left = attempt_deadline.saturating_duration_since(started);
-            request
-                .headers_mut()
-                .insert(GRPC_TIMEOUT, format_grpc_timeout(left));
-        }
-        let result = timeout_at(attempt_deadline, async {
-            poll_fn(|cx| inner.poll_ready(cx)).await?;
-            inner.call(request).await
-        })
-        .await;
-        let elapsed = started.elapsed();
-        drop(slot);
-        let (value, outcome) = match result {
-            Ok(Ok(response)) => {
-                let outcome = self.classifier.outcome(&Attempt::Response(&response));
-                (Ok(response), outcome)
-            }
-            Ok(Err(error)) => {
-                let outcome = self.classifier.outcome(&Attempt::<RB, _>::Error(&error));
-                (Err(ResilienceError::Inner(error)), outcome)
-            }
-            Err(_) => {
-                let outcome = self.classifier.outcome(&Attempt::<RB, S::Error>::Timeout);
-                let error = if attempt_deadline < deadline {
-                    ResilienceError::Timeout
+        let with_timeout = |mut request: Request<ReplayBody<B>>, context: AttemptContext| {
+            if grpc {
+                let value = if context.timeout == self.pipeline.per_attempt() {
+                    self.per_attempt_header.clone()
                 } else {
-                    ResilienceError::DeadlineExceeded
+                    format_grpc_timeout(context.timeout)
                 };
-                (Err(error), outcome)
+                request.headers_mut().insert(GRPC_TIMEOUT, value);
+            }
+            request
+        };
+        let collected = match deadline::until(deadline, collect(body, self.max_replay_body)).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                return Retried {
+                    value: Err(ResilienceError::DeadlineExceeded),
+                    attempts: 0,
+                    stop: Stop::Deadline,
+                };
             }
         };
-        permit.record(outcome, elapsed);
-        value
-    }
-
-    /// Whether to retry after an attempt: the classifier's call for what the callee did;
-    /// the layer's own refusals and the caller's deadline are final.
-    fn classify<RB, E>(&self, value: &CallResult<RB, E>) -> Classification
-    where
-        C: for<'a> Classify<Attempt<'a, RB, E>>,
-    {
-        match value {
-            Ok(response) => self.classifier.classify(&Attempt::Response(response)),
-            Err(ResilienceError::Inner(error)) => {
-                self.classifier.classify(&Attempt::<RB, E>::Error(error))
+        match collected {
+            Collected::Buffered { data, trailers } => {
+                self.pipeline
+                    .execute_until(deadline, move |context| {
+                        let mut request =
+                            Request::new(ReplayBody::buffered(data.clone(), trailers.clone()));
+                        *request.method_mut() = parts.method.clone();
+                        *request.uri_mut() = parts.uri.clone();
+                        *request.version_mut() = parts.version;
+                        *request.headers_mut() = parts.headers.clone();
+                        *request.extensions_mut() = parts.extensions.clone();
+                        send(inner.clone(), with_timeout(request, context))
+                    })
+                    .await
             }
-            Err(ResilienceError::Timeout) => self.classifier.classify(&Attempt::<RB, E>::Timeout),
-            Err(
-                ResilienceError::CircuitOpen { .. }
-                | ResilienceError::BulkheadFull { .. }
-                | ResilienceError::DeadlineExceeded,
-            ) => Classification::Permanent,
+            // Too large to replay: one attempt, no retry.
+            Collected::Once(body) => {
+                self.pipeline
+                    .execute_once(deadline, |context| {
+                        let request = Request::from_parts(parts, body);
+                        send(inner, with_timeout(request, context))
+                    })
+                    .await
+            }
         }
     }
+}
+
+/// Waits for `inner` to be ready, then calls it.
+async fn send<S, Q>(mut inner: S, request: Q) -> Result<S::Response, S::Error>
+where
+    S: Service<Q>,
+{
+    poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(request).await
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

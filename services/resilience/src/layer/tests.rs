@@ -3,12 +3,16 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 
 use super::*;
+use crate::breaker::State;
+use crate::bulkhead::BulkheadRejected;
 use crate::config::{BreakerMode, Jitter};
+use crate::retry::classify::{GrpcClassifier, HttpClassifier, TransportError, code};
 
 /// What the scripted service does on one call.
 #[derive(Debug, Clone, Copy)]

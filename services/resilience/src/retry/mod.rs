@@ -203,6 +203,31 @@ impl Retrier {
         &self.budget
     }
 
+    /// [`RetryPolicy::decide`] at the current time with this retrier's budget. A final
+    /// outcome (success, permanent, stop) is answered without reading the clock or the
+    /// random number generator: the success path stays cheap.
+    #[inline]
+    pub fn after_attempt(
+        &self,
+        attempts: u32,
+        classification: Classification,
+        deadline: Option<Instant>,
+    ) -> Decision {
+        match classification {
+            Classification::Success => Decision::Stop(Stop::Success),
+            Classification::Permanent => Decision::Stop(Stop::Permanent),
+            Classification::StopRetrying => Decision::Stop(Stop::ServerSaidStop),
+            Classification::Retryable { .. } => self.policy.decide(
+                attempts,
+                classification,
+                Instant::now(),
+                deadline,
+                &self.budget,
+                &mut rand::thread_rng(),
+            ),
+        }
+    }
+
     /// Runs `attempt` (given the attempt number, from 1) until `classify` says stop, the
     /// policy's attempts are used up, the next attempt could not finish before `deadline`,
     /// or the budget is empty; sleeps between attempts. Deposits into the budget once.
@@ -223,15 +248,7 @@ impl Retrier {
         loop {
             attempts += 1;
             let value = attempt(attempts).await;
-            let decision = self.policy.decide(
-                attempts,
-                classify.classify(&value),
-                Instant::now(),
-                deadline,
-                &self.budget,
-                &mut rand::thread_rng(),
-            );
-            match decision {
+            match self.after_attempt(attempts, classify.classify(&value), deadline) {
                 Decision::Retry { after } => tokio::time::sleep(after).await,
                 Decision::Stop(stop) => {
                     return Retried {

@@ -1,0 +1,399 @@
+//! The pipeline: the overall deadline, retries, the circuit breaker, the bulkhead and the
+//! per-attempt timeout around any async operation, in that order (outermost first).
+//!
+//! [`Pipeline::execute`] is the whole of it for one call. The operation is a closure called
+//! once per attempt with an [`AttemptContext`] (the attempt's number and the time it has);
+//! its `Result<R, E>` is classified by the pipeline's classifier through an [`Attempt`].
+//! The tower layer ([`crate::layer`]) is this pipeline with the operation "send this HTTP
+//! request".
+//!
+//! Each attempt asks the breaker first, so a breaker that opens mid-retry stops the
+//! retries, and takes a bulkhead slot second, so a call the breaker rejects never holds a
+//! slot. The breaker records the attempt's outcome and its duration, measured from the
+//! moment the slot was taken (time spent waiting for a slot is not the callee's).
+//!
+//! # Cost
+//!
+//! On the success path an execution reads the clock three times, loads the breaker's state
+//! word, records into its window (lock-free, usually without a write), deposits into the
+//! retry budget (one compare-and-swap on a per-thread shard) and takes a bulkhead slot (one
+//! compare-and-swap), all without a heap allocation. Timers are built only when the
+//! operation (or the wait for a slot) is actually pending. The figures are in
+//! `ARCHITECTURE.md` and come from `appstack-bench resilience` and the criterion benches.
+
+pub(crate) mod deadline;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::breaker::{CircuitBreaker, State};
+use crate::bulkhead::{Bulkhead, BulkheadRejected};
+use crate::config::ResilienceConfig;
+use crate::retry::{Classification, Classify, Decision, Retried, Retrier, Stop};
+
+/// One attempt's outcome, as a classifier sees it.
+#[derive(Debug)]
+pub enum Attempt<'a, R, E> {
+    /// The operation answered (for HTTP: the response head arrived).
+    Response(&'a R),
+    /// The operation failed (for HTTP: a transport error).
+    Error(&'a E),
+    /// The attempt ran out of time (its own timeout, or the caller's deadline).
+    Timeout,
+}
+
+/// What an attempt is told when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptContext {
+    /// The attempt's number, from 1.
+    pub number: u32,
+    /// The time it has: `timeout.perAttempt`, or less when the call's deadline is nearer.
+    /// A gRPC client passes it on in `grpc-timeout`.
+    pub timeout: Duration,
+}
+
+/// What the pipeline decided, or the operation's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum ResilienceError<E> {
+    /// The circuit breaker refused the call. Try again at `next_probe_at` (when known).
+    #[error("circuit breaker {state}: call rejected")]
+    CircuitOpen {
+        /// The breaker's state: `Open`, `HalfOpen` (all probes in flight) or `ForcedOpen`.
+        state: State,
+        /// When the breaker will admit a probe: the end of its open wait. `None` while
+        /// half-open (try again shortly) or forced open.
+        next_probe_at: Option<Instant>,
+    },
+    /// The bulkhead had no slot (and no room, or no time, in its waiting line).
+    #[error("{reason}: call rejected")]
+    BulkheadFull {
+        /// Full at once, or timed out in the line.
+        reason: BulkheadRejected,
+    },
+    /// The caller's deadline passed: before an attempt could start, or during the last one.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The last attempt ran out of `timeout.perAttempt` and no retry was possible.
+    #[error("attempt timed out")]
+    Timeout,
+    /// The operation failed on the last attempt.
+    #[error(transparent)]
+    Inner(E),
+}
+
+impl<E> ResilienceError<E> {
+    /// When the breaker will next admit a call, for a [`ResilienceError::CircuitOpen`].
+    pub fn next_probe_at(&self) -> Option<Instant> {
+        match self {
+            ResilienceError::CircuitOpen { next_probe_at, .. } => *next_probe_at,
+            _ => None,
+        }
+    }
+
+    /// Whether the pipeline refused the call without the callee seeing it (breaker or
+    /// bulkhead): the caller may reschedule it.
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. }
+        )
+    }
+
+    /// The operation's error, if that is what this is.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            ResilienceError::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The result of one execution: the last attempt's value, or the pipeline's refusal.
+pub type Executed<R, E> = Retried<Result<R, ResilienceError<E>>>;
+
+/// The breaker, retrier, bulkhead and timeouts of one external service, with the
+/// classifier that judges its answers. Build one per external service and share it (in an
+/// `Arc`) between all callers of that service.
+pub struct Pipeline<C> {
+    breaker: Arc<CircuitBreaker>,
+    retrier: Retrier,
+    bulkhead: Bulkhead,
+    per_attempt: Duration,
+    overall: Duration,
+    classifier: C,
+}
+
+impl<C> fmt::Debug for Pipeline<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("breaker", &self.breaker)
+            .field("retrier", &self.retrier)
+            .field("bulkhead", &self.bulkhead)
+            .field("per_attempt", &self.per_attempt)
+            .field("overall", &self.overall)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Pipeline`].
+pub struct PipelineBuilder<C> {
+    name: String,
+    config: ResilienceConfig,
+    classifier: C,
+    breaker: Option<Arc<CircuitBreaker>>,
+    retrier: Option<Retrier>,
+}
+
+impl<C> fmt::Debug for PipelineBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> PipelineBuilder<C> {
+    /// Uses this breaker instead of a new one from `circuitBreaker` (to attach a
+    /// [`crate::breaker::BreakerObserver`], or to share it).
+    pub fn breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Uses this retrier instead of a new one from `retry` (to share a budget).
+    pub fn retrier(mut self, retrier: Retrier) -> Self {
+        self.retrier = Some(retrier);
+        self
+    }
+
+    /// The pipeline.
+    pub fn build(self) -> Pipeline<C> {
+        let config = self.config;
+        let breaker = self
+            .breaker
+            .unwrap_or_else(|| Arc::new(CircuitBreaker::new(self.name, &config.circuit_breaker)));
+        Pipeline {
+            breaker,
+            retrier: self.retrier.unwrap_or_else(|| Retrier::new(&config.retry)),
+            bulkhead: Bulkhead::new(&config.bulkhead),
+            per_attempt: config.timeout.per_attempt,
+            overall: config.timeout.overall,
+            classifier: self.classifier,
+        }
+    }
+}
+
+/// `now + by`, or a day later than `now` if that overflows (it cannot for validated
+/// settings), or `now` itself if even that does.
+fn later(now: Instant, by: Duration) -> Instant {
+    now.checked_add(by)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+impl<C> Pipeline<C> {
+    /// The pipeline of `config` (which should have passed
+    /// [`ResilienceConfig::validate`]) for the service `name`, judging attempts with
+    /// `classifier` (for HTTP and gRPC: [`crate::retry::classify::HttpClassifier`],
+    /// [`crate::retry::classify::GrpcClassifier`]).
+    pub fn new(name: impl Into<String>, config: &ResilienceConfig, classifier: C) -> Self {
+        Self::builder(name, config, classifier).build()
+    }
+
+    /// A builder, to share an existing breaker (with its observer) or retry budget.
+    pub fn builder(
+        name: impl Into<String>,
+        config: &ResilienceConfig,
+        classifier: C,
+    ) -> PipelineBuilder<C> {
+        PipelineBuilder {
+            name: name.into(),
+            config: config.clone(),
+            classifier,
+            breaker: None,
+            retrier: None,
+        }
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.breaker
+    }
+
+    /// The retry policy and budget.
+    pub fn retrier(&self) -> &Retrier {
+        &self.retrier
+    }
+
+    /// The bulkhead.
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
+    /// The classifier.
+    pub fn classifier(&self) -> &C {
+        &self.classifier
+    }
+
+    /// `timeout.perAttempt`.
+    pub fn per_attempt(&self) -> Duration {
+        self.per_attempt
+    }
+
+    /// The deadline of a call starting now: `timeout.overall` from now, or the caller's
+    /// own deadline if that is sooner.
+    pub fn deadline(&self, callers: Option<Instant>) -> Instant {
+        let overall = later(Instant::now(), self.overall);
+        callers.map_or(overall, |callers| callers.min(overall))
+    }
+
+    /// Runs `op` through the pipeline until `timeout.overall` from now.
+    pub async fn execute<R, E, F, Fut>(&self, op: F) -> Executed<R, E>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        self.execute_until(self.deadline(None), op).await
+    }
+
+    /// Runs `op` through the pipeline until `deadline` (see [`Self::deadline`]): attempts
+    /// until one succeeds, one fails permanently, the attempts or the budget are used up,
+    /// the next attempt could not finish in time, or the breaker or bulkhead refuses one.
+    /// Deposits into the retry budget once.
+    pub async fn execute_until<R, E, F, Fut>(&self, deadline: Instant, mut op: F) -> Executed<R, E>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        self.retrier.budget().deposit();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let value = self.attempt(attempts, deadline, &mut op).await;
+            match self
+                .retrier
+                .after_attempt(attempts, self.classify(&value), Some(deadline))
+            {
+                Decision::Retry { after } => tokio::time::sleep(after).await,
+                Decision::Stop(stop) => {
+                    return Retried {
+                        value,
+                        attempts,
+                        stop,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Runs `op` through the pipeline once, without retries (for a request that cannot be
+    /// repeated, such as one whose body is too large to keep). It still deposits into the
+    /// retry budget: it is an original call.
+    pub async fn execute_once<R, E, F, Fut>(&self, deadline: Instant, op: F) -> Executed<R, E>
+    where
+        F: FnOnce(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        self.retrier.budget().deposit();
+        let value = self.attempt(1, deadline, op).await;
+        let stop = match self.classify(&value) {
+            Classification::Success => Stop::Success,
+            _ => Stop::Permanent,
+        };
+        Retried {
+            value,
+            attempts: 1,
+            stop,
+        }
+    }
+
+    /// One attempt: breaker, bulkhead, timeout, the operation; records the outcome.
+    async fn attempt<R, E, F, Fut>(
+        &self,
+        number: u32,
+        deadline: Instant,
+        op: F,
+    ) -> Result<R, ResilienceError<E>>
+    where
+        F: FnOnce(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        let permit =
+            self.breaker
+                .try_acquire()
+                .map_err(|rejected| ResilienceError::CircuitOpen {
+                    state: rejected.state,
+                    next_probe_at: rejected.next_probe_at,
+                })?;
+        let slot = match deadline::until(deadline, self.bulkhead.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(reason)) => return Err(ResilienceError::BulkheadFull { reason }),
+            Err(deadline::Elapsed) => return Err(ResilienceError::DeadlineExceeded),
+        };
+        let started = Instant::now();
+        if started >= deadline {
+            // No attempt starts without time to run (the permit is abandoned unrecorded).
+            return Err(ResilienceError::DeadlineExceeded);
+        }
+        let (attempt_deadline, timeout) = match started.checked_add(self.per_attempt) {
+            Some(end) if end < deadline => (end, self.per_attempt),
+            _ => (deadline, deadline.saturating_duration_since(started)),
+        };
+        let result =
+            deadline::until(attempt_deadline, op(AttemptContext { number, timeout })).await;
+        let elapsed = started.elapsed();
+        drop(slot);
+        let (value, outcome) = match result {
+            Ok(Ok(response)) => {
+                let outcome = self.classifier.outcome(&Attempt::Response(&response));
+                (Ok(response), outcome)
+            }
+            Ok(Err(error)) => {
+                let outcome = self.classifier.outcome(&Attempt::<R, _>::Error(&error));
+                (Err(ResilienceError::Inner(error)), outcome)
+            }
+            Err(deadline::Elapsed) => {
+                let outcome = self.classifier.outcome(&Attempt::<R, E>::Timeout);
+                let error = if attempt_deadline < deadline {
+                    ResilienceError::Timeout
+                } else {
+                    ResilienceError::DeadlineExceeded
+                };
+                (Err(error), outcome)
+            }
+        };
+        permit.record(outcome, elapsed);
+        value
+    }
+
+    /// Whether to retry after an attempt: the classifier's call for what the callee did;
+    /// the pipeline's own refusals and the caller's deadline are final.
+    fn classify<R, E>(&self, value: &Result<R, ResilienceError<E>>) -> Classification
+    where
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        match value {
+            Ok(response) => self.classifier.classify(&Attempt::Response(response)),
+            Err(ResilienceError::Inner(error)) => {
+                self.classifier.classify(&Attempt::<R, E>::Error(error))
+            }
+            Err(ResilienceError::Timeout) => self.classifier.classify(&Attempt::<R, E>::Timeout),
+            Err(
+                ResilienceError::CircuitOpen { .. }
+                | ResilienceError::BulkheadFull { .. }
+                | ResilienceError::DeadlineExceeded,
+            ) => Classification::Permanent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
