@@ -268,10 +268,18 @@ const MAX_WINDOW_SIZE: u32 = 100_000;
 const MAX_WINDOW_DURATION: Duration = Duration::from_secs(3600);
 const MAX_ATTEMPTS: u32 = 10;
 
+/// A configuration that breaks rules: every broken rule, each message starting with the
+/// camelCase path of the field (`retry.maxAttempts: must be between 1 and 10`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid resilience configuration: {}", .problems.join("; "))]
+pub struct InvalidConfig {
+    /// The broken rules, in field order.
+    pub problems: Vec<String>,
+}
+
 impl ResilienceConfig {
-    /// Checks ranges and cross-field rules; returns every broken rule, each message
-    /// starting with the camelCase path of the field.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// Checks ranges and cross-field rules; reports every broken rule at once.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         let mut errors = Vec::new();
         self.timeout.check(&mut errors);
         self.retry.check(&mut errors);
@@ -280,7 +288,7 @@ impl ResilienceConfig {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors)
+            Err(InvalidConfig { problems: errors })
         }
     }
 }
@@ -524,7 +532,7 @@ mod tests {
         c.circuit_breaker.wait_in_open = Duration::ZERO;
         c.circuit_breaker.half_open_probes = 0;
         c.bulkhead.max_concurrent = 0;
-        let errors = c.validate().unwrap_err();
+        let errors = c.validate().unwrap_err().problems;
         let expected = [
             "timeout.overall:",
             "retry.maxAttempts:",
@@ -553,7 +561,7 @@ mod tests {
         let mut c = ResilienceConfig::default();
         c.circuit_breaker.window.kind = WindowKind::Time;
         c.circuit_breaker.window.duration = Duration::from_millis(1500);
-        let errors = c.validate().unwrap_err();
+        let errors = c.validate().unwrap_err().problems;
         assert_eq!(errors.len(), 1);
         assert!(errors[0].starts_with("circuitBreaker.window.duration:"));
         // minimumCalls is not bounded by `size` for a time window.

@@ -8,12 +8,14 @@
 //! `Client` and a tonic `Channel` alike (without depending on either). Its parts are plain
 //! values shared by all callers of one external service:
 //!
-//! - [`layer::ResilienceLayer`]: the whole pipeline as a `tower` layer over any
-//!   `Service<http::Request<_>>` answering `http::Response<_>`: the overall deadline (also
-//!   from an incoming `grpc-timeout`), retries that resend a buffered request body
-//!   ([`layer::ReplayBody`]), the breaker, the bulkhead, the per-attempt timeout (passed on
-//!   in `grpc-timeout`), and a typed [`layer::ResilienceError`] whose `CircuitOpen` names
-//!   the next probe time.
+//! - [`Pipeline`]: the whole pipeline around any async operation
+//!   ([`Pipeline::execute`]): the overall deadline, retries, the breaker, the bulkhead and
+//!   the per-attempt timeout, judged by a classifier, with a typed [`ResilienceError`]
+//!   whose `CircuitOpen` names the next probe time. No allocation on the success path.
+//! - [`layer::ResilienceLayer`]: the pipeline as a `tower` layer over any
+//!   `Service<http::Request<_>>` answering `http::Response<_>`: it also takes the deadline
+//!   from an incoming `grpc-timeout`, resends a buffered request body on retries
+//!   ([`layer::ReplayBody`]) and passes each attempt's time on in `grpc-timeout`.
 //! - [`breaker::CircuitBreaker`]: a state machine over a sliding window of outcomes
 //!   (count- or time-based). It opens when the failure rate or the slow-call rate reaches
 //!   its threshold once `minimumCalls` are recorded, rejects at once while open (exposing
@@ -95,53 +97,60 @@
 //! # Example
 //!
 //! ```
-//! use std::sync::Arc;
+//! use appstack_resilience::retry::Classification;
+//! use appstack_resilience::{Attempt, Pipeline, ResilienceConfig, ResilienceError};
 //!
-//! use appstack_resilience::ResilienceConfig;
-//! use appstack_resilience::breaker::CircuitBreaker;
-//! use appstack_resilience::retry::classify::{GrpcClassifier, GrpcResponse, code};
-//! use appstack_resilience::retry::{Classify, Retrier};
-//! use http::HeaderMap;
-//! use tokio::time::Instant;
+//! /// How the payments service answers, as our client sees it.
+//! #[derive(Debug)]
+//! enum PaymentError {
+//!     Unavailable,
+//!     Declined,
+//! }
+//!
+//! /// What is worth another attempt (the breaker counts what is retryable as a failure).
+//! fn classify(attempt: &Attempt<'_, String, PaymentError>) -> Classification {
+//!     match attempt {
+//!         Attempt::Response(_) => Classification::Success,
+//!         Attempt::Error(PaymentError::Unavailable) | Attempt::Timeout => {
+//!             Classification::Retryable { pushback: None }
+//!         }
+//!         Attempt::Error(PaymentError::Declined) => Classification::Permanent,
+//!     }
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config: ResilienceConfig =
-//!     serde_json::from_str(r#"{ "retry": { "maxAttempts": 4, "initialBackoff": "1ms" } }"#)
-//!         .unwrap();
-//! config.validate().unwrap();
+//!     serde_json::from_str(r#"{ "retry": { "maxAttempts": 4, "initialBackoff": "1ms" } }"#)?;
+//! config.validate()?;
 //!
-//! // One of each per external service, shared by all its callers.
-//! let breaker = Arc::new(CircuitBreaker::new("payments", &config.circuit_breaker));
-//! let retrier = Retrier::new(&config.retry);
-//! let grpc = GrpcClassifier::new();
+//! // One per external service, shared (in an `Arc`) by all its callers.
+//! type Classifier = fn(&Attempt<'_, String, PaymentError>) -> Classification;
+//! let payments = Pipeline::new("payments", &config, classify as Classifier);
 //!
-//! let metadata = HeaderMap::new();
-//! let deadline = Instant::now() + config.timeout.overall;
-//! let result = retrier
-//!     .run(
-//!         Some(deadline),
-//!         &|code: &i32| grpc.classify(&GrpcResponse { code: *code, metadata: &metadata }),
-//!         |attempt| {
-//!             let breaker = breaker.clone();
-//!             let metadata = &metadata;
-//!             async move {
-//!                 let Ok(permit) = breaker.try_acquire() else {
-//!                     return code::UNAVAILABLE; // rejected by the open breaker
-//!                 };
-//!                 let started = Instant::now();
-//!                 // The call itself: here, the service is down for two attempts.
-//!                 let code = if attempt < 3 { code::UNAVAILABLE } else { code::OK };
-//!                 let outcome = grpc.outcome(&GrpcResponse { code, metadata });
-//!                 permit.record(outcome, started.elapsed());
-//!                 code
-//!             }
-//!         },
-//!     )
+//! let executed = payments
+//!     .execute(|attempt| async move {
+//!         // The call itself, given `attempt.timeout` to finish; down for two attempts.
+//!         if attempt.number < 3 {
+//!             Err(PaymentError::Unavailable)
+//!         } else {
+//!             Ok(format!("charged in {} attempts", attempt.number))
+//!         }
+//!     })
 //!     .await;
-//! assert_eq!(result.value, code::OK);
-//! assert_eq!(result.attempts, 3);
-//! assert_eq!(breaker.snapshot().calls, 3);
+//! assert_eq!(executed.value.ok().as_deref(), Some("charged in 3 attempts"));
+//! assert_eq!(payments.breaker().snapshot().calls, 3);
+//!
+//! // A refusal by the breaker says when to come back.
+//! # payments.breaker().set_mode(appstack_resilience::config::BreakerMode::ForcedOpen);
+//! match payments.execute(|_| async { Ok(String::new()) }).await.value {
+//!     Err(ResilienceError::CircuitOpen { next_probe_at, .. }) => {
+//!         // Reschedule the job at `next_probe_at` (None while forced open).
+//!         assert!(next_probe_at.is_none());
+//!     }
+//!     other => panic!("expected a refusal, got {other:?}"),
+//! }
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -196,7 +205,7 @@ pub mod retry;
 
 pub use breaker::CircuitBreaker;
 pub use bulkhead::Bulkhead;
-pub use config::ResilienceConfig;
+pub use config::{InvalidConfig, ResilienceConfig};
 pub use layer::{ReplayBody, Resilience, ResilienceLayer};
 pub use pipeline::{Attempt, AttemptContext, Pipeline, ResilienceError};
 pub use retry::Retrier;

@@ -291,7 +291,17 @@ impl CircuitBreaker {
     /// it also reads the clock, and rejects without locking or allocating.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        self.admit().map(|ticket| Permit {
+        self.admit(Instant::now).map(|ticket| Permit {
+            breaker: self,
+            ticket,
+        })
+    }
+
+    /// [`Self::try_acquire`] for a caller that has just read the clock: `now` stands for
+    /// the current time, so rejection while open reads no clock at all.
+    #[inline]
+    pub fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
+        self.admit(|| now).map(|ticket| Permit {
             breaker: self,
             ticket,
         })
@@ -302,7 +312,7 @@ impl CircuitBreaker {
     /// shared cache line; a `&'static CircuitBreaker` avoids that (see the module docs).
     #[inline]
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, Rejected> {
-        self.admit().map(|ticket| OwnedPermit {
+        self.admit(Instant::now).map(|ticket| OwnedPermit {
             breaker: Arc::clone(self),
             ticket,
         })
@@ -334,7 +344,7 @@ impl CircuitBreaker {
     }
 
     #[inline]
-    fn admit(&self) -> Result<Ticket, Rejected> {
+    fn admit(&self, now: impl FnOnce() -> Instant) -> Result<Ticket, Rejected> {
         let word = self.state.0.word.load(Ordering::Acquire);
         match word & STATE_MASK {
             CLOSED => Ok(Ticket::new(word, Kind::Closed)),
@@ -345,7 +355,7 @@ impl CircuitBreaker {
             }),
             OPEN => {
                 let until = self.open_until();
-                let now = Instant::now();
+                let now = now();
                 if now < until {
                     Err(Rejected {
                         state: State::Open,
@@ -355,7 +365,7 @@ impl CircuitBreaker {
                     self.admit_slow(now)
                 }
             }
-            _ => self.admit_slow(Instant::now()),
+            _ => self.admit_slow(now()),
         }
     }
 

@@ -127,22 +127,36 @@ pub(crate) enum Collected<B: Body> {
     Once(ReplayBody<B>),
 }
 
-/// Reads `body` into memory if it holds at most `limit` bytes.
+/// Reads `body` into memory if it holds at most `limit` bytes. A body of one chunk (the
+/// usual case: a unary gRPC message, a JSON document) is kept as it is, without copying or
+/// allocating.
 pub(crate) async fn collect<B>(mut body: B, limit: usize) -> Collected<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let mut chunks: VecDeque<Frame<Bytes>> = VecDeque::new();
+    let mut first: Option<Bytes> = None;
+    let mut more: VecDeque<Frame<Bytes>> = VecDeque::new();
     let mut total = 0usize;
     let mut trailers = None;
+    let read_so_far = |first: Option<Bytes>, mut more: VecDeque<Frame<Bytes>>| {
+        if let Some(data) = first {
+            more.push_front(Frame::data(data));
+        }
+        more
+    };
     loop {
         match body.frame().await {
             None => break,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     total = total.saturating_add(data.len());
-                    chunks.push_back(Frame::data(data));
+                    if first.is_none() && more.is_empty() {
+                        first = Some(data);
+                    } else {
+                        more.push_back(Frame::data(data));
+                    }
                     if total > limit {
+                        let chunks = read_so_far(first, more);
                         return Collected::Once(streaming(chunks, trailers, None, Some(body)));
                     }
                 }
@@ -153,25 +167,19 @@ where
                 }
             },
             Some(Err(error)) => {
+                let chunks = read_so_far(first, more);
                 return Collected::Once(streaming(chunks, trailers, Some(error), None));
             }
         }
     }
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks
-            .pop_front()
-            .and_then(|f| f.into_data().ok())
-            .unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(total);
-            for frame in chunks {
-                if let Some(data) = frame.data_ref() {
-                    buf.extend_from_slice(data);
-                }
-            }
-            buf.freeze()
+    let data = if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        let mut buf = BytesMut::with_capacity(total);
+        for data in first.iter().chain(more.iter().filter_map(Frame::data_ref)) {
+            buf.extend_from_slice(data);
         }
+        buf.freeze()
     };
     Collected::Buffered { data, trailers }
 }

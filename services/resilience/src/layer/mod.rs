@@ -23,7 +23,8 @@
 //!    sent in `grpc-timeout`, so the callee knows its deadline.
 //!
 //! Each attempt's outcome is classified by the classifier given to the layer, through the
-//! [`Attempt`] it sees: [`HttpClassifier`] and [`GrpcClassifier`] implement it. The
+//! [`Attempt`] it sees: [`HttpClassifier`](crate::retry::classify::HttpClassifier) and
+//! [`GrpcClassifier`](crate::retry::classify::GrpcClassifier) implement it. The
 //! breaker records it (the duration measured from the bulkhead slot to the response head).
 //!
 //! Which failures without a response are retried: a **connect error** (the request never

@@ -14,10 +14,13 @@
 //!
 //! # Cost
 //!
-//! On the success path an execution reads the clock three times, loads the breaker's state
-//! word, records into its window (lock-free, usually without a write), deposits into the
-//! retry budget (one compare-and-swap on a per-thread shard) and takes a bulkhead slot (one
-//! compare-and-swap), all without a heap allocation. Timers are built only when the
+//! On the success path an execution reads the clock twice (start and end), loads the
+//! breaker's state word, records into its window (lock-free, usually without a write),
+//! deposits into the retry budget (one compare-and-swap on a per-thread shard) and takes a
+//! bulkhead slot (one compare-and-swap), all without a heap allocation. A call refused by
+//! an open breaker reads the clock once and the state word, and stops there. The slow
+//! paths, waiting in the bulkhead's line and sleeping before a retry, box their timers:
+//! one allocation each time, so that the future every call carries stays small. Timers are built only when the
 //! operation (or the wait for a slot) is actually pending. The figures are in
 //! `ARCHITECTURE.md` and come from `appstack-bench resilience` and the criterion benches.
 
@@ -189,6 +192,7 @@ impl<C> PipelineBuilder<C> {
 
 /// `now + by`, or a day later than `now` if that overflows (it cannot for validated
 /// settings), or `now` itself if even that does.
+#[inline]
 fn later(now: Instant, by: Duration) -> Instant {
     now.checked_add(by)
         .or_else(|| now.checked_add(Duration::from_secs(86_400)))
@@ -258,29 +262,45 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.execute_until(self.deadline(None), op).await
+        let now = Instant::now();
+        self.run(now, later(now, self.overall), op).await
     }
 
     /// Runs `op` through the pipeline until `deadline` (see [`Self::deadline`]): attempts
     /// until one succeeds, one fails permanently, the attempts or the budget are used up,
     /// the next attempt could not finish in time, or the breaker or bulkhead refuses one.
-    /// Deposits into the retry budget once.
-    pub async fn execute_until<R, E, F, Fut>(&self, deadline: Instant, mut op: F) -> Executed<R, E>
+    /// The first attempt the breaker admits deposits into the retry budget (a call the
+    /// breaker refuses puts no load on the callee, so it earns no retries).
+    pub async fn execute_until<R, E, F, Fut>(&self, deadline: Instant, op: F) -> Executed<R, E>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.retrier.budget().deposit();
-        let mut attempts = 0;
+        self.run(Instant::now(), deadline, op).await
+    }
+
+    async fn run<R, E, F, Fut>(&self, now: Instant, deadline: Instant, mut op: F) -> Executed<R, E>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+    {
+        let (mut attempts, mut now) = (0, now);
         loop {
             attempts += 1;
-            let value = self.attempt(attempts, deadline, &mut op).await;
+            // One await of `attempt` in the loop (not one for the first and one for the
+            // rest): the future every call carries holds one attempt's state, not two.
+            let value = self.attempt(attempts, now, deadline, &mut op).await;
             match self
                 .retrier
                 .after_attempt(attempts, self.classify(&value), Some(deadline))
             {
-                Decision::Retry { after } => tokio::time::sleep(after).await,
+                Decision::Retry { after } => {
+                    // Boxed: the timer is large, and only retries need it.
+                    Box::pin(tokio::time::sleep(after)).await;
+                    now = Instant::now();
+                }
                 Decision::Stop(stop) => {
                     return Retried {
                         value,
@@ -293,16 +313,15 @@ impl<C> Pipeline<C> {
     }
 
     /// Runs `op` through the pipeline once, without retries (for a request that cannot be
-    /// repeated, such as one whose body is too large to keep). It still deposits into the
-    /// retry budget: it is an original call.
+    /// repeated, such as one whose body is too large to keep). If admitted, it still
+    /// deposits into the retry budget: it is an original call.
     pub async fn execute_once<R, E, F, Fut>(&self, deadline: Instant, op: F) -> Executed<R, E>
     where
         F: FnOnce(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.retrier.budget().deposit();
-        let value = self.attempt(1, deadline, op).await;
+        let value = self.attempt(1, Instant::now(), deadline, op).await;
         let stop = match self.classify(&value) {
             Classification::Success => Stop::Success,
             _ => Stop::Permanent,
@@ -314,10 +333,12 @@ impl<C> Pipeline<C> {
         }
     }
 
-    /// One attempt: breaker, bulkhead, timeout, the operation; records the outcome.
+    /// One attempt, starting at `now`: breaker, bulkhead, timeout, the operation; records
+    /// the outcome. The first attempt deposits into the retry budget once admitted.
     async fn attempt<R, E, F, Fut>(
         &self,
         number: u32,
+        now: Instant,
         deadline: Instant,
         op: F,
     ) -> Result<R, ResilienceError<E>>
@@ -326,23 +347,38 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
+        if now >= deadline {
+            // No attempt starts without time to run.
+            return Err(ResilienceError::DeadlineExceeded);
+        }
         let permit =
             self.breaker
-                .try_acquire()
+                .try_acquire_at(now)
                 .map_err(|rejected| ResilienceError::CircuitOpen {
                     state: rejected.state,
                     next_probe_at: rejected.next_probe_at,
                 })?;
-        let slot = match deadline::until(deadline, self.bulkhead.acquire()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(reason)) => return Err(ResilienceError::BulkheadFull { reason }),
-            Err(deadline::Elapsed) => return Err(ResilienceError::DeadlineExceeded),
-        };
-        let started = Instant::now();
-        if started >= deadline {
-            // No attempt starts without time to run (the permit is abandoned unrecorded).
-            return Err(ResilienceError::DeadlineExceeded);
+        if number == 1 {
+            self.retrier.budget().deposit_at(now);
         }
+        let (slot, started) = match self.bulkhead.try_acquire() {
+            Ok(slot) => (slot, now),
+            Err(_) => {
+                // Boxed: waiting in line is the slow path, and its state (the line and
+                // two timers) would triple the size of every call's future.
+                let waiting = Box::pin(deadline::until(deadline, self.bulkhead.acquire()));
+                let slot = match waiting.await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(reason)) => return Err(ResilienceError::BulkheadFull { reason }),
+                    Err(deadline::Elapsed) => return Err(ResilienceError::DeadlineExceeded),
+                };
+                let started = Instant::now();
+                if started >= deadline {
+                    return Err(ResilienceError::DeadlineExceeded);
+                }
+                (slot, started)
+            }
+        };
         let (attempt_deadline, timeout) = match started.checked_add(self.per_attempt) {
             Some(end) if end < deadline => (end, self.per_attempt),
             _ => (deadline, deadline.saturating_duration_since(started)),

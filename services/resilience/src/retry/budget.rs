@@ -32,6 +32,7 @@ const SLICES: u64 = 10;
 const SHARDS: usize = 8;
 
 /// The ring this thread writes to.
+#[inline]
 fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -68,7 +69,9 @@ fn age(current: u64, stored: u64) -> i64 {
 /// A retry budget shared by all calls to one service.
 pub struct RetryBudget {
     shards: [CachePadded<Ring>; SHARDS],
-    slice_nanos: u64,
+    /// `2^64 / slice length in ns`, rounded up: the slice number is a multiplication and a
+    /// shift instead of a 64-bit division (which costs more than the rest of a deposit).
+    slice_reciprocal: u128,
     epoch: Instant,
     deposit: i64,
     reserve: i64,
@@ -95,9 +98,12 @@ impl RetryBudget {
         let reserve = f64::from(config.min_retries_per_second) * ttl.as_secs_f64();
         Self {
             shards: Default::default(),
-            slice_nanos: u64::try_from((ttl / SLICES as u32).as_nanos())
-                .unwrap_or(u64::MAX)
-                .max(1),
+            slice_reciprocal: {
+                let slice_nanos = u64::try_from((ttl / SLICES as u32).as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                (1u128 << 64).div_ceil(u128::from(slice_nanos))
+            },
             epoch: Instant::now(),
             deposit: (ratio * SCALE as f64).round() as i64,
             reserve: (reserve * SCALE as f64).round() as i64,
@@ -107,8 +113,14 @@ impl RetryBudget {
     /// An original call: deposits `ratio` tokens.
     #[inline]
     pub fn deposit(&self) {
+        self.deposit_at(Instant::now());
+    }
+
+    /// [`Self::deposit`] for a caller that has just read the clock.
+    #[inline]
+    pub fn deposit_at(&self, now: Instant) {
         if self.deposit > 0 {
-            self.add(self.deposit, Instant::now());
+            self.add(self.deposit, now);
         }
     }
 
@@ -128,11 +140,16 @@ impl RetryBudget {
         self.units(Instant::now()) as f64 / SCALE as f64
     }
 
+    #[inline]
     fn current(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(elapsed).unwrap_or(u64::MAX) / self.slice_nanos
+        // Rounding up the reciprocal can put an instant a few nanoseconds early into the
+        // next slice; the numbering stays monotonic, which is all the ring needs.
+        let elapsed = u128::from(u64::try_from(elapsed).unwrap_or(u64::MAX));
+        u64::try_from((elapsed * self.slice_reciprocal) >> 64).unwrap_or(u64::MAX)
     }
 
+    #[inline]
     fn add(&self, units: i64, now: Instant) {
         let current = self.current(now);
         let slot = &self.shards[shard()].0[(current % SLICES) as usize];
