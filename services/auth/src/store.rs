@@ -244,49 +244,38 @@ impl Store {
         refresh_ttl: Duration,
         session_lifetime: Duration,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        // Forgive the attempt counted before the password check, and lock the user row: a
-        // concurrent DisableUser waits for this session to exist (and then revokes it), or
-        // this one sees the user disabled.
-        let enabled: Option<(Uuid,)> = sqlx::query_as(
-            "UPDATE auth.users SET failed_logins = 0, locked_until = NULL
-             WHERE id = $1 AND disabled_at IS NULL RETURNING id",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if enabled.is_none() {
-            return Ok(false);
-        }
+        // One statement, so one round trip and one implicit transaction. It forgives the
+        // attempt counted before the password check and locks the user row: a concurrent
+        // DisableUser waits for this session to exist (and then revokes it), or this one
+        // sees the user disabled and writes nothing (each step selects from the one before).
         let family = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO auth.session_families (id, user_id, expires_at)
-             VALUES ($1, $2, now() + $3)",
+        let started: i64 = sqlx::query_scalar(
+            "WITH enabled AS (
+                 UPDATE auth.users SET failed_logins = 0, locked_until = NULL
+                 WHERE id = $1 AND disabled_at IS NULL RETURNING id
+             ), family AS (
+                 INSERT INTO auth.session_families (id, user_id, expires_at)
+                 SELECT $2, id, now() + $3 FROM enabled RETURNING id
+             ), token AS (
+                 INSERT INTO auth.refresh_tokens (token_hash, family_id, expires_at)
+                 SELECT $4, id, now() + $5 FROM family RETURNING family_id
+             ), audited AS (
+                 INSERT INTO auth.audit_events (kind, subject, detail)
+                 SELECT $6, $7, jsonb_build_object('family', family_id) FROM token
+                 RETURNING 1
+             )
+             SELECT count(*) FROM audited",
         )
-        .bind(family)
         .bind(user_id)
-        .bind(interval(session_lifetime))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO auth.refresh_tokens (token_hash, family_id, expires_at)
-             VALUES ($1, $2, now() + $3)",
-        )
-        .bind(&token_hash[..])
         .bind(family)
+        .bind(interval(session_lifetime))
+        .bind(&token_hash[..])
         .bind(interval(refresh_ttl))
-        .execute(&mut *tx)
+        .bind(AuditKind::LoginOk.as_str())
+        .bind(user_id.to_string())
+        .fetch_one(&self.pool)
         .await?;
-        audit(
-            &mut tx,
-            AuditKind::LoginOk,
-            Some(&user_id.to_string()),
-            None,
-            serde_json::json!({ "family": family }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(started == 1)
     }
 
     /// Spends `old_hash` and issues `new_hash` in the same family. A spent token presented

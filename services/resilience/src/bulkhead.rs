@@ -161,7 +161,8 @@ impl Bulkhead {
         if position >= inner.max_queue {
             return Err(BulkheadRejected::Full);
         }
-        let until = Instant::now() + inner.queue_timeout;
+        // Validated settings cannot overflow; unvalidated ones wait without a limit.
+        let until = Instant::now().checked_add(inner.queue_timeout);
         loop {
             let mut released = pin!(inner.released.notified());
             // Registered before looking, so a release in between is not missed.
@@ -169,8 +170,13 @@ impl Bulkhead {
             if inner.try_take() {
                 return Ok(BulkheadPermit { inner });
             }
-            if timeout_at(until, released).await.is_err() {
-                return Err(BulkheadRejected::QueueTimeout);
+            match until {
+                Some(until) => {
+                    if timeout_at(until, released).await.is_err() {
+                        return Err(BulkheadRejected::QueueTimeout);
+                    }
+                }
+                None => released.await,
             }
         }
     }

@@ -267,6 +267,8 @@ impl Default for BulkheadConfig {
 const MAX_WINDOW_SIZE: u32 = 100_000;
 const MAX_WINDOW_DURATION: Duration = Duration::from_secs(3600);
 const MAX_ATTEMPTS: u32 = 10;
+/// Waiting longer than this for a slot is a stuck caller, not a queue.
+const MAX_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A configuration that breaks rules: every broken rule, each message starting with the
 /// camelCase path of the field (`retry.maxAttempts: must be between 1 and 10`).
@@ -436,6 +438,12 @@ impl BulkheadConfig {
                     .into(),
             );
         }
+        if self.queue_timeout > MAX_QUEUE_TIMEOUT {
+            errors.push(format!(
+                "bulkhead.queueTimeout: must be at most {}",
+                humantime::format_duration(MAX_QUEUE_TIMEOUT)
+            ));
+        }
     }
 }
 
@@ -532,6 +540,7 @@ mod tests {
         c.circuit_breaker.wait_in_open = Duration::ZERO;
         c.circuit_breaker.half_open_probes = 0;
         c.bulkhead.max_concurrent = 0;
+        c.bulkhead.queue_timeout = Duration::from_secs(3600);
         let errors = c.validate().unwrap_err().problems;
         let expected = [
             "timeout.overall:",
@@ -546,6 +555,7 @@ mod tests {
             "circuitBreaker.waitInOpen:",
             "circuitBreaker.halfOpenProbes:",
             "bulkhead.maxConcurrent:",
+            "bulkhead.queueTimeout:",
         ];
         for prefix in expected {
             assert!(

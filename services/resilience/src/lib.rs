@@ -89,7 +89,7 @@
 //! | `circuitBreaker.halfOpenProbes` | count 1–1000 | `3` | probes that must all succeed |
 //! | `bulkhead.maxConcurrent` | count | `64` | calls in flight at once |
 //! | `bulkhead.maxQueue` | count | `64` | calls waiting for a slot (`0`: never wait) |
-//! | `bulkhead.queueTimeout` | duration | `100ms` | longest wait for a slot |
+//! | `bulkhead.queueTimeout` | duration ≤ 1m | `100ms` | longest wait for a slot |
 //!
 //! Which outcomes are retryable and which count as failures for the breaker is not
 //! configuration: it is the classifier's, chosen per protocol in code.

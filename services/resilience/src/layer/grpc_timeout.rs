@@ -95,4 +95,24 @@ mod tests {
             assert_eq!(parse_grpc_timeout(&format_grpc_timeout(d)), Some(d));
         }
     }
+
+    proptest::proptest! {
+        /// Any header value a peer can send gets an answer, never a panic.
+        #[test]
+        fn parsing_any_header_value_never_panics(text in "[ -~]{0,20}") {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let _ = parse_grpc_timeout(&value);
+            }
+        }
+
+        /// Formatting rounds up, by less than one part in ten thousand (or one nanosecond).
+        #[test]
+        fn formatting_rounds_up_by_a_tiny_fraction(nanos in proptest::num::u64::ANY) {
+            let timeout = Duration::from_nanos(nanos);
+            let sent = parse_grpc_timeout(&format_grpc_timeout(timeout)).unwrap();
+            proptest::prop_assert!(sent >= timeout);
+            let slack = (timeout / 10_000).max(Duration::from_nanos(1));
+            proptest::prop_assert!(sent - timeout <= slack, "{timeout:?} sent as {sent:?}");
+        }
+    }
 }

@@ -71,7 +71,7 @@ pub use classify::{grpc_code, transport_error};
 use grpc_timeout::{GRPC_TIMEOUT, format_grpc_timeout, parse_grpc_timeout};
 
 use crate::config::ResilienceConfig;
-use crate::pipeline::{Attempt, AttemptContext, Executed, Pipeline, PipelineBuilder, deadline};
+use crate::pipeline::{Attempt, AttemptContext, Executed, Pipeline, deadline};
 use crate::retry::{Classify, Retried, Retrier, Stop};
 
 pub use crate::pipeline::ResilienceError;
@@ -114,22 +114,12 @@ impl<C> ResilienceLayer<C> {
     /// `classifier` ([`HttpClassifier`](crate::retry::classify::HttpClassifier) or
     /// [`GrpcClassifier`](crate::retry::classify::GrpcClassifier)).
     pub fn new(name: impl Into<String>, config: &ResilienceConfig, classifier: C) -> Self {
-        Self::builder(name, config, classifier).build()
+        Self::from_pipeline(Arc::new(Pipeline::new(name, config, classifier)))
     }
 
-    /// A builder, to share an existing breaker (with its observer) or change the replay limit.
-    pub fn builder(
-        name: impl Into<String>,
-        config: &ResilienceConfig,
-        classifier: C,
-    ) -> ResilienceLayerBuilder<C> {
-        ResilienceLayerBuilder {
-            pipeline: Pipeline::builder(name, config, classifier),
-            max_replay_body: DEFAULT_MAX_REPLAY_BODY,
-        }
-    }
-
-    /// The layer of an existing pipeline (shared with direct [`Pipeline::execute`] callers).
+    /// The layer of an existing pipeline: one built with [`Pipeline::builder`] (to attach a
+    /// breaker observer or share a retry budget), or one shared with direct
+    /// [`Pipeline::execute`] callers.
     pub fn from_pipeline(pipeline: Arc<Pipeline<C>>) -> Self {
         let per_attempt_header = format_grpc_timeout(pipeline.per_attempt());
         Self {
@@ -137,6 +127,13 @@ impl<C> ResilienceLayer<C> {
             max_replay_body: DEFAULT_MAX_REPLAY_BODY,
             per_attempt_header,
         }
+    }
+
+    /// Request bodies up to `bytes` (default [`DEFAULT_MAX_REPLAY_BODY`]) are buffered for
+    /// retries; larger ones are sent once. `0` buffers only empty bodies.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.max_replay_body = bytes;
+        self
     }
 
     /// The pipeline.
@@ -157,50 +154,6 @@ impl<C> ResilienceLayer<C> {
     /// The bulkhead.
     pub fn bulkhead(&self) -> &crate::Bulkhead {
         self.pipeline.bulkhead()
-    }
-}
-
-/// Builds a [`ResilienceLayer`].
-pub struct ResilienceLayerBuilder<C> {
-    pipeline: PipelineBuilder<C>,
-    max_replay_body: usize,
-}
-
-impl<C> fmt::Debug for ResilienceLayerBuilder<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResilienceLayerBuilder")
-            .field("pipeline", &self.pipeline)
-            .field("max_replay_body", &self.max_replay_body)
-            .finish()
-    }
-}
-
-impl<C> ResilienceLayerBuilder<C> {
-    /// Uses this breaker instead of a new one from `circuitBreaker` (to attach a
-    /// [`crate::breaker::BreakerObserver`], or to share it).
-    pub fn breaker(mut self, breaker: Arc<crate::CircuitBreaker>) -> Self {
-        self.pipeline = self.pipeline.breaker(breaker);
-        self
-    }
-
-    /// Uses this retrier instead of a new one from `retry` (to share a budget).
-    pub fn retrier(mut self, retrier: Retrier) -> Self {
-        self.pipeline = self.pipeline.retrier(retrier);
-        self
-    }
-
-    /// Request bodies up to `bytes` are buffered for retries; larger ones are sent once.
-    /// `0` buffers only empty bodies.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.max_replay_body = bytes;
-        self
-    }
-
-    /// The layer.
-    pub fn build(self) -> ResilienceLayer<C> {
-        let mut layer = ResilienceLayer::from_pipeline(Arc::new(self.pipeline.build()));
-        layer.max_replay_body = self.max_replay_body;
-        layer
     }
 }
 

@@ -251,9 +251,7 @@ async fn a_full_bulkhead_rejects() {
 #[tokio::test(start_paused = true)]
 async fn large_bodies_are_sent_once() {
     let scripted = Scripted::new(&[Step::Status(503), Step::Status(200)]);
-    let layer = ResilienceLayer::builder("test", &config(), HttpClassifier::new())
-        .max_replay_body(4)
-        .build();
+    let layer = ResilienceLayer::new("test", &config(), HttpClassifier::new()).max_replay_body(4);
     let mut svc = layer.layer(scripted.clone());
     assert_eq!(
         svc.call(request(b"0123456789")).await.unwrap().status(),

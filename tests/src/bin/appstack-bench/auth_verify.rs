@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Verifier as _;
 
-use crate::measure::{Latencies, Report, Throughput, cores, run_for, warmup_for};
+use crate::measure::{Latencies, Report, Throughput, cores, join_all, run_for, warmup_for};
 
 /// The goal of the verification issue.
 const VERIFY_GOAL_PER_CORE: f64 = 15_000.0;
@@ -151,7 +151,7 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     // One thread per core, sharing the verifier, each on its own current-thread runtime.
     let threads = cores();
     let all_start = Barrier::new(threads);
-    let all: Vec<anyhow::Result<Throughput>> = std::thread::scope(|scope| {
+    let all = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let verifier = Arc::clone(&fixture.verifier);
@@ -167,15 +167,9 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
-            })
-            .collect()
+        join_all(handles)
     });
-    let all = all.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let all = all?;
     let all_cores: f64 = all.iter().map(Throughput::per_sec).sum();
     eprintln!(
         "auth-verify: {threads} threads: {:?} verifications/s each",

@@ -140,7 +140,7 @@ pub(crate) fn run_on_every_core(
     operation: impl Fn() -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<(f64, Vec<Throughput>)> {
     let start = Barrier::new(threads);
-    let results: Vec<anyhow::Result<Throughput>> = std::thread::scope(|scope| {
+    let results = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -149,17 +149,24 @@ pub(crate) fn run_on_every_core(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
-            })
-            .collect()
+        join_all(handles)
     });
-    let per_thread = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let per_thread = results?;
     let total = per_thread.iter().map(Throughput::per_sec).sum();
     Ok((total, per_thread))
+}
+
+/// Waits for every benchmark thread: their results, or the first error (a panic is one).
+pub(crate) fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>,
+) -> anyhow::Result<Vec<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow!("a benchmark thread panicked")))
+        })
+        .collect()
 }
 
 /// The cores this process may use.

@@ -24,8 +24,8 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ use tonic::transport::Endpoint;
 use tonic::transport::server::TcpIncoming;
 use tower::{Layer as _, Service as _, ServiceBuilder};
 
-use crate::measure::{Latencies, Report, cores, warmup_for};
+use crate::measure::{Latencies, Report, cores, run_on_every_core, warmup_for};
 
 /// Calls per timed batch: long enough that reading the clock is noise.
 const BATCH: u32 = 1_000;
@@ -384,39 +384,15 @@ fn open_reject(
     Ok(())
 }
 
-/// Operations per second of `batch` (which makes [`BATCH`] calls) on `threads` threads
-/// started together, per thread.
+/// Calls per second per thread of `batch` (which makes [`BATCH`] calls) on `threads`
+/// threads started together.
 fn per_thread_rate(
     threads: usize,
     seconds: Duration,
     batch: &(dyn Fn() -> anyhow::Result<()> + Sync),
 ) -> anyhow::Result<f64> {
-    let start = Barrier::new(threads);
-    let rates: Vec<anyhow::Result<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    start.wait();
-                    let begun = Instant::now();
-                    let mut calls = 0u64;
-                    while begun.elapsed() < seconds {
-                        batch()?;
-                        calls += u64::from(BATCH);
-                    }
-                    Ok(calls as f64 / begun.elapsed().as_secs_f64())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a thread panicked")))
-            })
-            .collect()
-    });
-    let rates = rates.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(rates.iter().sum::<f64>() / threads as f64)
+    let (batches_per_sec, _) = run_on_every_core(threads, seconds, batch)?;
+    Ok(batches_per_sec * f64::from(BATCH) / threads as f64)
 }
 
 /// The shared breaker (and the shared pipeline) on every core against one thread.
