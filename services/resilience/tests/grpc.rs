@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use appstack_resilience::layer::grpc_timeout::parse_grpc_timeout;
 use appstack_resilience::retry::classify::{GrpcClassifier, code};
-use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceLayer};
+use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceError, ResilienceLayer};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
@@ -216,4 +216,22 @@ async fn connect_errors_are_retried_and_open_the_breaker() {
         layer.breaker().state(),
         appstack_resilience::breaker::State::Open
     );
+
+    // The next call is refused without a connection attempt; tonic reports it as UNKNOWN
+    // with the refusal as the status' source, where a caller finds when to come back.
+    let status = grpc
+        .unary(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/test.Echo/Call"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    let refusal = std::error::Error::source(&status)
+        .and_then(|e| e.downcast_ref::<ResilienceError<tonic::transport::Error>>())
+        .expect("the refusal is the status' source");
+    assert!(refusal.is_rejection());
+    assert!(refusal.next_probe_at().is_some());
+    assert_eq!(refusal.grpc_code(), Some(code::UNAVAILABLE));
 }

@@ -106,6 +106,27 @@ impl<E> ResilienceError<E> {
         )
     }
 
+    /// The gRPC status code a service should answer with when this ends one of its calls,
+    /// for the pipeline's own decisions: `UNAVAILABLE` for a refusal (breaker or bulkhead;
+    /// the caller may come back, at [`Self::next_probe_at`] when known),
+    /// `DEADLINE_EXCEEDED` for the deadline or the attempt timeout. `None` for the
+    /// operation's own error, which only its caller can map.
+    ///
+    /// (A tonic client over the layer reports these as `UNKNOWN` with this error as the
+    /// status' source; find it there and use this code.)
+    pub fn grpc_code(&self) -> Option<i32> {
+        use crate::retry::classify::code;
+        match self {
+            ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. } => {
+                Some(code::UNAVAILABLE)
+            }
+            ResilienceError::DeadlineExceeded | ResilienceError::Timeout => {
+                Some(code::DEADLINE_EXCEEDED)
+            }
+            ResilienceError::Inner(_) => None,
+        }
+    }
+
     /// The operation's error, if that is what this is.
     pub fn into_inner(self) -> Option<E> {
         match self {
