@@ -637,4 +637,33 @@ mod tests {
         assert_eq!(c.outcome(&Err(())), Outcome::Failure);
         assert!(!StatusSet::empty().with(700).contains(700));
     }
+
+    proptest::proptest! {
+        /// Any pushback a peer sends has one answer: a non-negative whole number of
+        /// milliseconds is a delay, anything else (negative, garbled) means stop (gRFC A6).
+        #[test]
+        fn any_pushback_is_a_delay_or_a_stop(text in "[ -~]{0,24}") {
+            proptest::prop_assume!(HeaderValue::from_str(&text).is_ok());
+            let (classification, _) = grpc(code::UNAVAILABLE, Some(&text));
+            match text.trim().parse::<i64>() {
+                Ok(ms) if ms >= 0 => proptest::prop_assert_eq!(
+                    classification,
+                    Classification::Retryable { pushback: Some(Duration::from_millis(ms.unsigned_abs())) }
+                ),
+                _ => proptest::prop_assert_eq!(classification, Classification::StopRetrying),
+            }
+        }
+
+        /// Any `Retry-After` a peer sends is a delay or ignored, never a panic; whole
+        /// seconds are taken as they are.
+        #[test]
+        fn any_retry_after_is_a_delay_or_ignored(text in "[ -~]{0,40}", seconds in proptest::num::u64::ANY) {
+            let now = SystemTime::now();
+            let _ = retry_after(&text, now);
+            proptest::prop_assert_eq!(
+                retry_after(&seconds.to_string(), now),
+                Some(Duration::from_secs(seconds))
+            );
+        }
+    }
 }
