@@ -20,6 +20,7 @@
 //! - `outage_amplification`: attempts per original call while every attempt fails with a
 //!   retryable error, breaker disabled so only the retry budget limits retries; the bound
 //!   is `1 + ratio + minRetriesPerSecond × max(run, ttl) / calls`.
+//!   `outage_with_breaker_attempts_per_call`: the same outage with the breaker enabled.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -446,25 +447,31 @@ fn contention(report: &Report, seconds: Duration, config: &ResilienceConfig) -> 
     Ok(())
 }
 
-/// A total outage: every attempt fails at once with a retryable error; many callers keep
-/// calling for `seconds`.
-async fn outage(report: &Report, seconds: Duration) -> anyhow::Result<()> {
-    let mut config = ResilienceConfig::default();
-    config.circuit_breaker.mode = BreakerMode::Disabled;
-    config.retry.initial_backoff = Duration::from_millis(1);
-    config.retry.max_backoff = Duration::from_millis(2);
-    config.validate()?;
-    let p = Arc::new(pipeline(&config));
+/// What callers did during a simulated outage.
+struct OutageRun {
+    calls: f64,
+    attempts: f64,
+    seconds: f64,
+}
+
+/// A total outage: every attempt fails after 200 µs with a retryable error, while
+/// `callers` tasks each make a call every millisecond for `seconds`.
+async fn simulate_outage(
+    p: Arc<Pipeline<Classifier>>,
+    callers: usize,
+    seconds: Duration,
+) -> anyhow::Result<OutageRun> {
     let attempts = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
-    let callers = 64;
-    eprintln!("resilience: outage, {callers} callers, every attempt fails");
     let begun = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
             let (p, attempts, calls) = (p.clone(), attempts.clone(), calls.clone());
             tokio::spawn(async move {
+                let mut pace = tokio::time::interval(Duration::from_millis(1));
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while begun.elapsed() < seconds {
+                    pace.tick().await;
                     calls.fetch_add(1, Ordering::Relaxed);
                     let executed = p
                         .execute(|_| {
@@ -484,18 +491,32 @@ async fn outage(report: &Report, seconds: Duration) -> anyhow::Result<()> {
     for task in tasks {
         task.await.context("an outage caller failed")?;
     }
-    let elapsed = begun.elapsed().as_secs_f64();
-    let (attempts, calls) = (
-        attempts.load(Ordering::Relaxed) as f64,
-        calls.load(Ordering::Relaxed) as f64,
-    );
+    Ok(OutageRun {
+        calls: calls.load(Ordering::Relaxed) as f64,
+        attempts: attempts.load(Ordering::Relaxed) as f64,
+        seconds: begun.elapsed().as_secs_f64(),
+    })
+}
+
+/// Attempts per call in a total outage: with the breaker disabled, only the retry budget
+/// holds retries back (the bound); with it enabled, it stops nearly all of them.
+async fn outage(report: &Report, seconds: Duration) -> anyhow::Result<()> {
+    let callers = 64;
+    let mut config = ResilienceConfig::default();
+    config.retry.initial_backoff = Duration::from_millis(1);
+    config.retry.max_backoff = Duration::from_millis(2);
+    config.circuit_breaker.mode = BreakerMode::Disabled;
+    config.validate()?;
+    eprintln!("resilience: outage, {callers} callers at 1 call/ms each, breaker disabled");
+    let run = simulate_outage(Arc::new(pipeline(&config)), callers, seconds).await?;
     let budget = &config.retry.budget;
-    let floor =
-        f64::from(budget.min_retries_per_second) * elapsed.max(budget.ttl.as_secs_f64()) / calls;
+    let floor = f64::from(budget.min_retries_per_second)
+        * run.seconds.max(budget.ttl.as_secs_f64())
+        / run.calls;
     let bound = 1.0 + budget.ratio + floor;
-    let amplification = attempts / calls;
-    report.real("outage_calls", calls, 0, "calls")?;
-    report.real("outage_attempts", attempts, 0, "attempts")?;
+    let amplification = run.attempts / run.calls;
+    report.real("outage_calls", run.calls, 0, "calls")?;
+    report.real("outage_attempts", run.attempts, 0, "attempts")?;
     report.real("outage_amplification", amplification, 4, "attempts/call")?;
     report.real("outage_amplification_bound", bound, 4, "attempts/call")?;
     eprintln!(
@@ -507,6 +528,20 @@ async fn outage(report: &Report, seconds: Duration) -> anyhow::Result<()> {
         },
         config.retry.max_attempts
     );
+
+    config.circuit_breaker.mode = BreakerMode::Enabled;
+    config.circuit_breaker.wait_in_open = Duration::from_millis(500);
+    config.validate()?;
+    eprintln!("resilience: the same outage, breaker enabled (waitInOpen 500ms)");
+    let run = simulate_outage(Arc::new(pipeline(&config)), callers, seconds).await?;
+    report.real("outage_with_breaker_calls", run.calls, 0, "calls")?;
+    report.real("outage_with_breaker_attempts", run.attempts, 0, "attempts")?;
+    report.real(
+        "outage_with_breaker_attempts_per_call",
+        run.attempts / run.calls,
+        5,
+        "attempts/call",
+    )?;
     Ok(())
 }
 
