@@ -3,6 +3,8 @@
 //! `grpc-timeout` each attempt carried.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -85,10 +87,7 @@ async fn serve(codes: &[i32]) -> (Server, SocketAddr) {
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (server, addr)
+    (server, support::serve_on_loopback(app).await)
 }
 
 fn config() -> ResilienceConfig {
@@ -117,11 +116,27 @@ async fn call(addr: SocketAddr, timeout: Option<Duration>) -> Result<(), tonic::
         })
         .service(channel);
     let mut grpc = tonic::client::Grpc::new(service);
-    grpc.ready().await.unwrap();
     let mut request = tonic::Request::new(());
     if let Some(t) = timeout {
         request.set_timeout(t);
     }
+    echo(&mut grpc, request).await
+}
+
+/// Sends `request` to `/test.Echo/Call` on `grpc`.
+async fn echo<T>(
+    grpc: &mut tonic::client::Grpc<T>,
+    request: tonic::Request<()>,
+) -> Result<(), tonic::Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    // The layer is always ready (readiness is awaited inside each attempt).
+    let ready: Result<(), tonic::codegen::StdError> = grpc.ready().await.map_err(Into::into);
+    ready.expect("the layered channel is ready");
     grpc.unary(
         request,
         http::uri::PathAndQuery::from_static("/test.Echo/Call"),
@@ -201,15 +216,7 @@ async fn connect_errors_are_retried_and_open_the_breaker() {
         })
         .service(channel);
     let mut grpc = tonic::client::Grpc::new(service);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary(
-            tonic::Request::new(()),
-            http::uri::PathAndQuery::from_static("/test.Echo/Call"),
-            tonic_prost::ProstCodec::<(), ()>::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // Three attempts, all failures: the breaker is open now.
     assert_eq!(
@@ -219,14 +226,7 @@ async fn connect_errors_are_retried_and_open_the_breaker() {
 
     // The next call is refused without a connection attempt; tonic reports it as UNKNOWN
     // with the refusal as the status' source, where a caller finds when to come back.
-    let status = grpc
-        .unary(
-            tonic::Request::new(()),
-            http::uri::PathAndQuery::from_static("/test.Echo/Call"),
-            tonic_prost::ProstCodec::<(), ()>::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
     assert_eq!(status.code(), Code::Unknown, "{status:?}");
     let refusal = std::error::Error::source(&status)
         .and_then(|e| e.downcast_ref::<ResilienceError<tonic::transport::Error>>())

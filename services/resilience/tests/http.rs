@@ -2,6 +2,8 @@
 //! fails on command. Real sockets: durations are real, and kept small.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -86,10 +88,7 @@ async fn serve(steps: &[Step], then: Option<Step>) -> (Server, SocketAddr) {
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(server.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (server, addr)
+    (server, support::serve_on_loopback(app).await)
 }
 
 type Body = Full<Bytes>;
