@@ -7,9 +7,7 @@ mod support;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use appstack_resilience::layer::grpc_timeout::parse_grpc_timeout;
@@ -20,24 +18,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use http_body::Frame;
+use http_body_util::StreamBody;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
-
-/// A response body: the frames, in order.
-struct Frames(VecDeque<Frame<Bytes>>);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
-    }
-}
 
 #[derive(Clone, Default)]
 struct Server {
@@ -74,11 +58,14 @@ async fn handle(State(server): State<Server>, headers: HeaderMap, _body: Bytes) 
     // One empty message (uncompressed, length 0), then the OK trailers.
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", status);
-    let frames = Frames(VecDeque::from([
+    let frames = [
         Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])),
         Frame::trailers(trailers),
-    ]));
-    builder.body(axum::body::Body::new(frames)).unwrap()
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(
+        frames.map(Ok::<_, std::convert::Infallible>),
+    ));
+    builder.body(axum::body::Body::new(body)).unwrap()
 }
 
 async fn serve(codes: &[i32]) -> (Server, SocketAddr) {

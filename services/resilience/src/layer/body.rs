@@ -206,31 +206,21 @@ fn streaming<B: Body>(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use http_body_util::Full;
+    use http_body_util::{Full, StreamBody};
 
+    type Frames = std::array::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>, 3>;
     /// A body of several data frames, then trailers.
-    struct Chunks(VecDeque<Frame<Bytes>>);
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
-        }
-    }
+    type Chunks = StreamBody<futures_util::stream::Iter<Frames>>;
 
     fn chunks() -> Chunks {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", http::HeaderValue::from_static("1"));
-        Chunks(VecDeque::from([
+        let frames = [
             Frame::data(Bytes::from_static(b"ab")),
             Frame::data(Bytes::from_static(b"cd")),
             Frame::trailers(trailers),
-        ]))
+        ];
+        StreamBody::new(futures_util::stream::iter(frames.map(Ok)))
     }
 
     #[tokio::test]

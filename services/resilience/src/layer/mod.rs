@@ -231,12 +231,13 @@ impl<C> ResilienceLayer<C> {
         B: Body<Data = Bytes> + Unpin,
         C: for<'a> Classify<Attempt<'a, Response<RB>, S::Error>>,
     {
+        let now = Instant::now();
         let callers = request
             .headers()
             .get(GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout)
-            .map(|left| Instant::now().checked_add(left));
-        let deadline = self.pipeline.deadline(callers.flatten());
+            .and_then(|left| now.checked_add(left));
+        let deadline = self.pipeline.deadline_at(now, callers);
         let (mut parts, body) = request.into_parts();
         let grpc = is_grpc(&parts.headers);
         if grpc {

@@ -272,7 +272,12 @@ impl<C> Pipeline<C> {
     /// The deadline of a call starting now: `timeout.overall` from now, or the caller's
     /// own deadline if that is sooner.
     pub fn deadline(&self, callers: Option<Instant>) -> Instant {
-        let overall = later(Instant::now(), self.overall);
+        self.deadline_at(Instant::now(), callers)
+    }
+
+    /// [`Self::deadline`] of a call starting at `now`.
+    pub fn deadline_at(&self, now: Instant, callers: Option<Instant>) -> Instant {
+        let overall = later(now, self.overall);
         callers.map_or(overall, |callers| callers.min(overall))
     }
 

@@ -135,11 +135,9 @@ impl RetryPolicy {
         budget: &RetryBudget,
         rng: &mut R,
     ) -> Decision {
-        let pushback = match classification {
-            Classification::Success => return Decision::Stop(Stop::Success),
-            Classification::Permanent => return Decision::Stop(Stop::Permanent),
-            Classification::StopRetrying => return Decision::Stop(Stop::ServerSaidStop),
-            Classification::Retryable { pushback } => pushback,
+        let pushback = match final_stop(classification) {
+            Ok(stop) => return Decision::Stop(stop),
+            Err(pushback) => pushback,
         };
         if attempts >= self.max_attempts {
             return Decision::Stop(Stop::AttemptsExhausted);
@@ -158,6 +156,17 @@ impl RetryPolicy {
             return Decision::Stop(Stop::BudgetExhausted);
         }
         Decision::Retry { after }
+    }
+}
+
+/// Why an outcome ends the call whatever the time and budget (`Ok`), or the server's
+/// pushback of a retryable one (`Err`).
+fn final_stop(classification: Classification) -> Result<Stop, Option<Duration>> {
+    match classification {
+        Classification::Success => Ok(Stop::Success),
+        Classification::Permanent => Ok(Stop::Permanent),
+        Classification::StopRetrying => Ok(Stop::ServerSaidStop),
+        Classification::Retryable { pushback } => Err(pushback),
     }
 }
 
@@ -213,19 +222,17 @@ impl Retrier {
         classification: Classification,
         deadline: Option<Instant>,
     ) -> Decision {
-        match classification {
-            Classification::Success => Decision::Stop(Stop::Success),
-            Classification::Permanent => Decision::Stop(Stop::Permanent),
-            Classification::StopRetrying => Decision::Stop(Stop::ServerSaidStop),
-            Classification::Retryable { .. } => self.policy.decide(
-                attempts,
-                classification,
-                Instant::now(),
-                deadline,
-                &self.budget,
-                &mut rand::thread_rng(),
-            ),
+        if let Ok(stop) = final_stop(classification) {
+            return Decision::Stop(stop);
         }
+        self.policy.decide(
+            attempts,
+            classification,
+            Instant::now(),
+            deadline,
+            &self.budget,
+            &mut rand::thread_rng(),
+        )
     }
 
     /// Runs `attempt` (given the attempt number, from 1) until `classify` says stop, the
