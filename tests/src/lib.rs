@@ -4,3 +4,5 @@
 pub mod auth_server;
 pub mod clients;
 pub mod pg;
+pub mod raw_grpc;
+pub mod tcp_proxy;

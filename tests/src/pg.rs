@@ -373,3 +373,14 @@ mod tests {
         assert_eq!(tables, 0);
     }
 }
+
+/// The shared private cluster's server log, to look for warnings a test must not cause;
+/// `None` when the tests run against a `DATABASE_URL` server.
+pub fn server_log() -> Option<PathBuf> {
+    if std::env::var(DATABASE_URL_ENV).is_ok_and(|url| !url.trim().is_empty()) {
+        return None;
+    }
+    shared_data_dir()
+        .ok()
+        .map(|dir| dir.join(appstack_localpg::LOG_FILE))
+}

@@ -219,7 +219,10 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
 
 #[tokio::test]
 async fn refresh_token_reuse_revokes_the_family() {
-    let server = AuthServer::start().await.unwrap();
+    // No reuse grace: every replay is reuse (the grace has its own suite).
+    let server = AuthServer::start_with(|c| c.auth.refresh_reuse_grace = Duration::ZERO)
+        .await
+        .unwrap();
     let mut client = server.client().await.unwrap();
     let first = sign_up_and_login(&mut client, "reuse@example.com", PASSWORD)
         .await
@@ -272,7 +275,10 @@ async fn refresh_token_reuse_revokes_the_family() {
 
 #[tokio::test]
 async fn parallel_refreshes_of_one_token_let_at_most_one_through() {
-    let server = AuthServer::start().await.unwrap();
+    // Without a reuse grace (with one, every parallel refresh gets a token: see hardening).
+    let server = AuthServer::start_with(|c| c.auth.refresh_reuse_grace = Duration::ZERO)
+        .await
+        .unwrap();
     let mut client = server.client().await.unwrap();
     let tokens = sign_up_and_login(&mut client, "race@example.com", PASSWORD)
         .await
@@ -357,7 +363,7 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
 
     let pool = PgPool::connect(&server.database_url).await.unwrap();
     let failures: i32 = sqlx::query_scalar(
-        "SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'",
+        "SELECT failures FROM auth.login_attempts WHERE email_normalized = 'target@example.com'",
     )
     .fetch_one(&pool)
     .await
@@ -371,7 +377,7 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
     assert_eq!(lockouts, 1);
 
     // Once the lock ends, the right password works and the counter resets.
-    sqlx::query("UPDATE auth.users SET locked_until = now() - interval '1 second'")
+    sqlx::query("UPDATE auth.login_attempts SET locked_until = now() - interval '1 second'")
         .execute(&pool)
         .await
         .unwrap();
@@ -379,7 +385,7 @@ async fn fifty_parallel_wrong_passwords_cannot_beat_the_lockout() {
         .await
         .unwrap();
     let failures: i32 = sqlx::query_scalar(
-        "SELECT failed_logins FROM auth.users WHERE email_normalized = 'target@example.com'",
+        "SELECT failures FROM auth.login_attempts WHERE email_normalized = 'target@example.com'",
     )
     .fetch_one(&pool)
     .await

@@ -35,6 +35,16 @@ pub struct AuthConfig {
     pub password: PasswordConfig,
     /// Brute-force protection.
     pub lockout: LockoutConfig,
+    /// A refresh token spent less than this long ago may be presented again and gets a
+    /// fresh token of the same session, instead of revoking the session as reuse: two tabs
+    /// or a retried request refreshing at once both keep working. `0s` turns it off; later
+    /// reuse still revokes the whole session.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// Throttle and answer logins for unknown emails exactly as for known ones (Cognito's
+    /// "prevent user existence errors"), so neither lockouts nor timing tell which emails
+    /// have accounts.
+    pub prevent_user_existence_errors: bool,
 }
 
 impl Default for AuthConfig {
@@ -50,6 +60,8 @@ impl Default for AuthConfig {
             key_reload_interval: Duration::from_secs(60),
             password: PasswordConfig::default(),
             lockout: LockoutConfig::default(),
+            refresh_reuse_grace: Duration::from_secs(10),
+            prevent_user_existence_errors: true,
         }
     }
 }
@@ -82,6 +94,9 @@ impl Validate for AuthConfig {
         }
         if self.key_reload_interval < Duration::from_secs(1) {
             problems.push("auth.key_reload_interval must be at least 1s".into());
+        }
+        if self.refresh_reuse_grace > Duration::from_secs(300) {
+            problems.push("auth.refresh_reuse_grace must be at most 5m".into());
         }
         self.password.validate(problems);
         self.lockout.validate(problems);

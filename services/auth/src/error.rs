@@ -1,5 +1,6 @@
 //! How auth failures become gRPC statuses.
 
+use appstack_common::db_failure::DbFailure;
 use appstack_common::status::{exhausted_retry_after, invalid_fields};
 use chrono::{DateTime, Utc};
 use tonic::Status;
@@ -27,15 +28,24 @@ pub enum AuthError {
     /// NOT_FOUND.
     #[error("{0}")]
     NotFound(&'static str),
+    /// A status decided elsewhere (the verifier's role check).
+    #[error("{0}")]
+    Refused(Status),
     /// FAILED_PRECONDITION.
     #[error("{0}")]
     FailedPrecondition(&'static str),
     /// The hashing pool is full: RESOURCE_EXHAUSTED.
     #[error("server busy: too many password operations; retry shortly")]
     Busy,
-    /// The database failed.
+    /// The database failed; handlers explain it ([`DbFailure`]) before answering.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed, explained.
+    #[error(transparent)]
+    Db(DbFailure),
+    /// The caller went away before the work that needs it (the caller never sees this).
+    #[error("the caller went away")]
+    CallerGone,
     /// Hashing failed.
     #[error("password hashing: {0}")]
     Password(PasswordError),
@@ -82,20 +92,14 @@ impl From<AuthError> for Status {
             AuthError::AlreadyExists(m) => Status::already_exists(m),
             AuthError::NotFound(m) => Status::not_found(m),
             AuthError::FailedPrecondition(m) => Status::failed_precondition(m),
+            AuthError::Refused(status) => status,
             AuthError::Busy => exhausted_retry_after(
                 "server busy: too many password operations; retry shortly",
                 std::time::Duration::from_millis(200),
             ),
-            AuthError::Database(sqlx::Error::PoolTimedOut) => {
-                tracing::warn!("database pool exhausted");
-                Status::unavailable("database busy; retry shortly")
-            }
-            AuthError::Database(
-                error @ (sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)),
-            ) => {
-                tracing::warn!(%error, "database unreachable");
-                Status::unavailable("database unavailable; retry shortly")
-            }
+            AuthError::Database(error) => DbFailure::classify(error).into(),
+            AuthError::Db(failure) => failure.into(),
+            AuthError::CallerGone => Status::cancelled("the caller went away"),
             other => {
                 tracing::error!(error = %other, "internal error");
                 Status::internal("internal error")

@@ -44,8 +44,8 @@ pub const ANONYMOUS_PATHS: &[&str] = &[
     "/appstack.auth.v1.AuthService/ClientCredentialsToken",
 ];
 
-/// Paths of the plumbing callable without a token: health checks and reflection.
-pub const PLUMBING_PATHS: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// Methods of the plumbing callable without a token: health checks and reflection.
+pub const PLUMBING_PATHS: &[&str] = appstack_common::grpc::PLUMBING_METHODS;
 
 /// A running auth service: its gRPC API, signing keys and local verifier.
 #[derive(Debug)]
@@ -143,7 +143,8 @@ impl Auth {
         self.verifier.clone()
     }
 
-    /// An authentication layer letting the public auth rpcs and the plumbing through.
+    /// An authentication layer letting the public auth rpcs and the plumbing through (by
+    /// exact method path; a test checks each is a method the descriptor sets declare).
     pub fn auth_layer(&self) -> AuthLayer {
         ANONYMOUS_PATHS
             .iter()
@@ -201,6 +202,9 @@ impl Auth {
 /// Ended sessions and their refresh tokens are kept this long (for reuse detection and
 /// investigation), then deleted.
 const SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Failures on an email not tried for this long are forgotten (longer than the longest
+/// configurable lockout, 7 days, so no lockout is cut short).
+const LOGIN_ATTEMPTS_IDLE: Duration = Duration::from_secs(8 * 24 * 3600);
 /// How often ended sessions are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -213,6 +217,29 @@ async fn purge_ended_sessions(store: store::Store, stop: CancellationToken) {
             Ok(purged) => tracing::info!(purged, "purged ended sessions"),
             Err(error) => tracing::warn!(%error, "purging ended sessions failed"),
         }
+        match store.purge_idle_login_attempts(LOGIN_ATTEMPTS_IDLE).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged idle login throttles"),
+            Err(error) => tracing::warn!(%error, "purging idle login throttles failed"),
+        }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use appstack_common::methods::MethodTable;
+
+    use super::*;
+
+    #[test]
+    fn every_anonymous_path_is_a_declared_method() {
+        let table = MethodTable::new(
+            &[appstack_proto::FILE_DESCRIPTOR_SET],
+            &["appstack.auth.v1.AuthService"],
+        );
+        for path in ANONYMOUS_PATHS {
+            assert!(table.method(path).is_some(), "{path} is not an AuthService method");
+        }
+    }
 }

@@ -10,6 +10,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use subtle::ConstantTimeEq as _;
+use appstack_common::db_failure::DbHealth;
+use appstack_common::run_to_completion::CallerGone;
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditKind;
@@ -30,7 +32,8 @@ pub const USER_ROLE: &str = "user";
 /// Labels of the login counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ok`, `wrong_credentials`, `locked`, `disabled`, `busy`.
+    /// `ok`, `wrong_credentials`, `locked`, `disabled`, `busy`, `abandoned` (the caller went
+    /// away before its session started).
     pub outcome: &'static str,
 }
 
@@ -54,6 +57,7 @@ pub struct AuthApi {
     keys: Arc<KeyRing>,
     lockout: LockoutPolicy,
     metrics: AuthMetrics,
+    db: DbHealth,
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
@@ -68,7 +72,9 @@ impl AuthApi {
         metrics: AuthMetrics,
     ) -> Self {
         let lockout = LockoutPolicy::new(config.lockout.clone());
+        let db = DbHealth::new(store.pool().clone());
         Self {
+            db,
             config,
             store,
             hasher,
@@ -101,7 +107,26 @@ impl AuthApi {
             .inc();
     }
 
-    async fn login(&self, email: &str, password: &str) -> Result<pb::TokenResponse, AuthError> {
+    /// The one place an operation's result becomes a gRPC answer; a database failure is
+    /// explained first (unreachable, saturated, timed out), which needs the pool.
+    async fn answer<T>(&self, result: Result<T, AuthError>) -> GrpcResult<T> {
+        match result {
+            Ok(value) => Ok(Response::new(value)),
+            Err(AuthError::Database(error)) => Err(self.db.explain(error).await.into()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Checks the password and starts a session. The attempt is counted before the hash is
+    /// checked; the handler runs to completion even if the caller goes away, so a correct
+    /// password always forgives it, and no session is started for a caller who will never
+    /// receive its tokens.
+    async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        caller: &CallerGone,
+    ) -> Result<pb::TokenResponse, AuthError> {
         let mut bad = Vec::new();
         if let Err(why) = validate::email(email) {
             bad.push(("email", why.to_owned()));
@@ -118,33 +143,28 @@ impl AuthApi {
             .admit()
             .inspect_err(|_| self.count_login("busy"))?;
         let normalized = validate::normalize_email(email);
+        let throttle_unknown = self.config.prevent_user_existence_errors;
         let Some((user, reservation)) = self
             .store
-            .reserve_attempt(&normalized, &self.lockout)
+            .reserve_attempt(&normalized, &self.lockout, throttle_unknown)
             .await?
         else {
-            // Same work as a real account, so timing does not reveal which emails exist.
+            // Unknown email, not throttled: the same hashing work as a real account.
             slot.verify(password, None).await?;
-            self.store
-                .audit(
-                    AuditKind::LoginFailed,
-                    None,
-                    None,
-                    serde_json::json!({ "email": normalized, "reason": "unknown email" }),
-                )
-                .await?;
-            self.count_login("wrong_credentials");
+            self.audit_failure(None, &normalized, None).await?;
             return Err(AuthError::Unauthenticated("invalid email or password"));
         };
-        let subject = user.id.to_string();
+        // Known and (when throttled) unknown emails take the same steps from here on: the
+        // same statements, the same hashing work, the same answers.
+        let subject = user.as_ref().map(|u| u.id.to_string());
         let failures = match reservation {
             Reservation::Locked(until) => {
                 self.store
                     .audit(
                         AuditKind::LoginLocked,
-                        Some(&subject),
+                        subject.as_deref(),
                         None,
-                        serde_json::json!({ "until": until }),
+                        serde_json::json!({ "until": until, "email": normalized }),
                     )
                     .await?;
                 self.count_login("locked");
@@ -152,35 +172,24 @@ impl AuthApi {
             }
             Reservation::Granted { failures } => failures,
         };
-        let verification = slot.verify(password, Some(&user.password_hash)).await?;
-        if !verification.matches {
-            let locked = failures >= self.lockout.threshold();
-            self.store
-                .audit(
-                    AuditKind::LoginFailed,
-                    Some(&subject),
-                    None,
-                    serde_json::json!({ "failures": failures }),
-                )
+        let verification = slot
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let Some(user) = user.filter(|_| verification.matches) else {
+            self.audit_failure(subject.as_deref(), &normalized, Some(failures))
                 .await?;
-            if locked {
-                self.metrics.lockouts.inc();
-                self.store
-                    .audit(
-                        AuditKind::Lockout,
-                        Some(&subject),
-                        None,
-                        serde_json::json!({ "failures": failures }),
-                    )
-                    .await?;
-            }
-            self.count_login("wrong_credentials");
             return Err(AuthError::Unauthenticated("invalid email or password"));
-        }
+        };
+        let subject = user.id.to_string();
         if user.disabled_at.is_some() {
-            self.store.clear_failures(user.id).await?;
+            self.store.clear_failures(&normalized).await?;
             self.count_login("disabled");
             return Err(AuthError::PermissionDenied("this user is disabled"));
+        }
+        if caller.is_gone() {
+            self.store.clear_failures(&normalized).await?;
+            self.count_login("abandoned");
+            return Err(AuthError::CallerGone);
         }
         if verification.needs_rehash {
             self.rehash(&user, password).await;
@@ -189,6 +198,7 @@ impl AuthApi {
         self.store
             .start_session(
                 user.id,
+                &normalized,
                 &tokens::secret_hash(&refresh),
                 self.config.refresh_token_ttl,
                 self.config.session_max_lifetime,
@@ -210,6 +220,37 @@ impl AuthApi {
             refresh_expires_in: secs(self.config.refresh_token_ttl),
             subject,
         })
+    }
+
+    /// Records a failed login (`failures` counted, when throttled), and a lockout when this
+    /// failure reached the threshold.
+    async fn audit_failure(
+        &self,
+        subject: Option<&str>,
+        normalized: &str,
+        failures: Option<u32>,
+    ) -> Result<(), AuthError> {
+        self.store
+            .audit(
+                AuditKind::LoginFailed,
+                subject,
+                None,
+                serde_json::json!({ "email": normalized, "failures": failures }),
+            )
+            .await?;
+        if failures.is_some_and(|f| f >= self.lockout.threshold()) {
+            self.metrics.lockouts.inc();
+            self.store
+                .audit(
+                    AuditKind::Lockout,
+                    subject,
+                    None,
+                    serde_json::json!({ "email": normalized, "failures": failures }),
+                )
+                .await?;
+        }
+        self.count_login("wrong_credentials");
+        Ok(())
     }
 
     /// Best effort: a failed rehash leaves the old (still valid) hash for next time.
@@ -238,6 +279,7 @@ impl AuthApi {
                 &tokens::secret_hash(token),
                 &tokens::secret_hash(&next),
                 self.config.refresh_token_ttl,
+                self.config.refresh_reuse_grace,
             )
             .await?;
         match outcome {
@@ -337,16 +379,15 @@ impl AuthApi {
 
     /// The caller's subject if it holds the admin role *now*: the token says so, and the
     /// database agrees (not disabled, role not revoked since the token was issued).
-    async fn current_admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let identity = require_role(request, ADMIN_ROLE)?;
-        let revoked = || Status::permission_denied("the `admin` role is required");
+    async fn current_admin<T>(&self, request: &Request<T>) -> Result<String, AuthError> {
+        let identity = require_role(request, ADMIN_ROLE).map_err(AuthError::Refused)?;
+        let revoked = || AuthError::PermissionDenied("the `admin` role is required");
         let admin_now = match identity.kind {
             PrincipalKind::User => {
                 let id = uuid::Uuid::parse_str(&identity.subject).map_err(|_| revoked())?;
                 self.store
                     .user_by_id(id)
-                    .await
-                    .map_err(AuthError::from)?
+                    .await?
                     .is_some_and(|u| {
                         u.disabled_at.is_none() && u.roles.iter().any(|r| r == ADMIN_ROLE)
                     })
@@ -359,8 +400,7 @@ impl AuthApi {
                     .ok_or_else(revoked)?;
                 self.store
                     .service_account_by_id(id)
-                    .await
-                    .map_err(AuthError::from)?
+                    .await?
                     .is_some_and(|(roles, disabled)| {
                         disabled.is_none() && roles.iter().any(|r| r == ADMIN_ROLE)
                     })
@@ -432,48 +472,53 @@ fn user_id(field: &'static str, value: &str) -> Result<uuid::Uuid, AuthError> {
 impl AuthService for AuthApi {
     async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> GrpcResult<pb::SignUpResponse> {
         let req = request.into_inner();
-        let user = self
+        let result = self
             .create_user(&req.email, &req.password, &[USER_ROLE.to_owned()], None)
-            .await?;
-        Ok(Response::new(pb::SignUpResponse {
-            user: Some(user_message(&user)),
-        }))
+            .await
+            .map(|user| pb::SignUpResponse {
+                user: Some(user_message(&user)),
+            });
+        self.answer(result).await
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> GrpcResult<pb::TokenResponse> {
+        let caller = CallerGone::of(&request);
         let req = request.into_inner();
-        Ok(Response::new(self.login(&req.email, &req.password).await?))
+        let result = self.login(&req.email, &req.password, &caller).await;
+        self.answer(result).await
     }
 
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> GrpcResult<pb::TokenResponse> {
-        Ok(Response::new(
-            self.refresh(&request.into_inner().refresh_token).await?,
-        ))
+        let result = self.refresh(&request.into_inner().refresh_token).await;
+        self.answer(result).await
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> GrpcResult<pb::LogoutResponse> {
         let token = request.into_inner().refresh_token;
-        if token.is_empty() {
-            return Err(AuthError::field("refresh_token", "is required").into());
+        let result = async {
+            if token.is_empty() {
+                return Err(AuthError::field("refresh_token", "is required"));
+            }
+            if tokens::plausible_secret(&token, tokens::REFRESH_PREFIX) {
+                self.store
+                    .revoke_family_of(&tokens::secret_hash(&token))
+                    .await?;
+            }
+            Ok(pb::LogoutResponse {})
         }
-        if tokens::plausible_secret(&token, tokens::REFRESH_PREFIX) {
-            self.store
-                .revoke_family_of(&tokens::secret_hash(&token))
-                .await
-                .map_err(AuthError::from)?;
-        }
-        Ok(Response::new(pb::LogoutResponse {}))
+        .await;
+        self.answer(result).await
     }
 
     async fn get_jwks(
         &self,
         _request: Request<pb::GetJwksRequest>,
     ) -> GrpcResult<pb::GetJwksResponse> {
-        let keys = self.keys.jwks().await?;
-        Ok(Response::new(pb::GetJwksResponse {
+        let result = self.keys.jwks().await.map(|keys| pb::GetJwksResponse {
             keys,
             max_age_seconds: 300,
-        }))
+        });
+        self.answer(result).await
     }
 
     async fn who_am_i(
@@ -500,101 +545,111 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::SetRolesRequest>,
     ) -> GrpcResult<pb::SetRolesResponse> {
-        let actor = self.current_admin(&request).await?;
-        let req = request.into_inner();
-        let id = user_id("user_id", &req.user_id)?;
-        let roles = validate::roles(&req.roles).map_err(|why| AuthError::field("roles", why))?;
-        let user = self
-            .store
-            .set_roles(id, &roles, &actor)
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::NotFound("no such user"))?;
-        Ok(Response::new(pb::SetRolesResponse {
-            user: Some(user_message(&user)),
-        }))
+        let result = async {
+            let actor = self.current_admin(&request).await?;
+            let req = request.get_ref();
+            let id = user_id("user_id", &req.user_id)?;
+            let roles =
+                validate::roles(&req.roles).map_err(|why| AuthError::field("roles", why))?;
+            let user = self
+                .store
+                .set_roles(id, &roles, &actor)
+                .await?
+                .ok_or(AuthError::NotFound("no such user"))?;
+            Ok(pb::SetRolesResponse {
+                user: Some(user_message(&user)),
+            })
+        }
+        .await;
+        self.answer(result).await
     }
 
     async fn disable_user(
         &self,
         request: Request<pb::DisableUserRequest>,
     ) -> GrpcResult<pb::DisableUserResponse> {
-        let actor = self.current_admin(&request).await?;
-        let req = request.into_inner();
-        let id = user_id("user_id", &req.user_id)?;
-        if actor == id.to_string() {
-            return Err(AuthError::FailedPrecondition("an admin cannot disable themselves").into());
+        let result = async {
+            let actor = self.current_admin(&request).await?;
+            let id = user_id("user_id", &request.get_ref().user_id)?;
+            if actor == id.to_string() {
+                return Err(AuthError::FailedPrecondition(
+                    "an admin cannot disable themselves",
+                ));
+            }
+            let (user, revoked) = self
+                .store
+                .disable_user(id, &actor)
+                .await?
+                .ok_or(AuthError::NotFound("no such user"))?;
+            Ok(pb::DisableUserResponse {
+                user: Some(user_message(&user)),
+                revoked_sessions: revoked,
+            })
         }
-        let (user, revoked) = self
-            .store
-            .disable_user(id, &actor)
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::NotFound("no such user"))?;
-        Ok(Response::new(pb::DisableUserResponse {
-            user: Some(user_message(&user)),
-            revoked_sessions: revoked,
-        }))
+        .await;
+        self.answer(result).await
     }
 
     async fn create_service_account(
         &self,
         request: Request<pb::CreateServiceAccountRequest>,
     ) -> GrpcResult<pb::CreateServiceAccountResponse> {
-        let actor = self.current_admin(&request).await?;
-        let req = request.into_inner();
-        let mut bad = Vec::new();
-        if let Err(why) = validate::service_account_name(&req.name) {
-            bad.push(("name", why.to_owned()));
-        }
-        let roles = match validate::roles(&req.roles) {
-            Ok(roles) => roles,
-            Err(why) => {
-                bad.push(("roles", why.to_owned()));
-                Vec::new()
+        let result = async {
+            let actor = self.current_admin(&request).await?;
+            let req = request.get_ref();
+            let mut bad = Vec::new();
+            if let Err(why) = validate::service_account_name(&req.name) {
+                bad.push(("name", why.to_owned()));
             }
-        };
-        if !bad.is_empty() {
-            return Err(AuthError::InvalidFields(bad).into());
+            let roles = match validate::roles(&req.roles) {
+                Ok(roles) => roles,
+                Err(why) => {
+                    bad.push(("roles", why.to_owned()));
+                    Vec::new()
+                }
+            };
+            if !bad.is_empty() {
+                return Err(AuthError::InvalidFields(bad));
+            }
+            let client_id = tokens::new_secret(tokens::CLIENT_ID_PREFIX);
+            let secret = tokens::new_secret(tokens::CLIENT_SECRET_PREFIX);
+            let id = self
+                .store
+                .create_service_account(
+                    &req.name,
+                    &client_id,
+                    &tokens::secret_hash(&secret),
+                    &roles,
+                    &actor,
+                )
+                .await?
+                .ok_or(AuthError::AlreadyExists(
+                    "a service account with this name exists",
+                ))?;
+            Ok(pb::CreateServiceAccountResponse {
+                id: id.to_string(),
+                client_id,
+                client_secret: secret,
+            })
         }
-        let client_id = tokens::new_secret(tokens::CLIENT_ID_PREFIX);
-        let secret = tokens::new_secret(tokens::CLIENT_SECRET_PREFIX);
-        let id = self
-            .store
-            .create_service_account(
-                &req.name,
-                &client_id,
-                &tokens::secret_hash(&secret),
-                &roles,
-                &actor,
-            )
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::AlreadyExists(
-                "a service account with this name exists",
-            ))?;
-        Ok(Response::new(pb::CreateServiceAccountResponse {
-            id: id.to_string(),
-            client_id,
-            client_secret: secret,
-        }))
+        .await;
+        self.answer(result).await
     }
 
     async fn disable_service_account(
         &self,
         request: Request<pb::DisableServiceAccountRequest>,
     ) -> GrpcResult<pb::DisableServiceAccountResponse> {
-        let actor = self.current_admin(&request).await?;
-        let id = user_id("id", &request.into_inner().id)?;
-        if !self
-            .store
-            .disable_service_account(id, &actor)
-            .await
-            .map_err(AuthError::from)?
-        {
-            return Err(AuthError::NotFound("no such service account").into());
+        let result = async {
+            let actor = self.current_admin(&request).await?;
+            let id = user_id("id", &request.get_ref().id)?;
+            if !self.store.disable_service_account(id, &actor).await? {
+                return Err(AuthError::NotFound("no such service account"));
+            }
+            Ok(pb::DisableServiceAccountResponse {})
         }
-        Ok(Response::new(pb::DisableServiceAccountResponse {}))
+        .await;
+        self.answer(result).await
     }
 
     async fn client_credentials_token(
@@ -602,9 +657,9 @@ impl AuthService for AuthApi {
         request: Request<pb::ClientCredentialsTokenRequest>,
     ) -> GrpcResult<pb::TokenResponse> {
         let req = request.into_inner();
-        Ok(Response::new(
-            self.client_credentials(&req.client_id, &req.client_secret)
-                .await?,
-        ))
+        let result = self
+            .client_credentials(&req.client_id, &req.client_secret)
+            .await;
+        self.answer(result).await
     }
 }

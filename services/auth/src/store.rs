@@ -157,31 +157,61 @@ impl Store {
         .await
     }
 
-    /// Finds the user by normalized email and counts this attempt as a failure before the
-    /// password is checked, under the row lock, so parallel attempts see each other (see
-    /// [`crate::lockout`]). One transaction: the lookup is the lock.
+    /// Counts this attempt on `normalized_email` as a failure before the password is
+    /// checked, under the throttle row's lock, so parallel attempts see each other (see
+    /// [`crate::lockout`]), and finds the user. One transaction: the upsert is the lock.
+    ///
+    /// With `throttle_unknown`, an email without an account is throttled exactly like one
+    /// with (same statements, same answers); without it, such an email is not recorded and
+    /// gets `None` at once.
     pub async fn reserve_attempt(
         &self,
         normalized_email: &str,
         policy: &LockoutPolicy,
-    ) -> Result<Option<(UserRow, Reservation)>, sqlx::Error> {
+        throttle_unknown: bool,
+    ) -> Result<Option<(Option<UserRow>, Reservation)>, sqlx::Error> {
         #[derive(FromRow)]
-        struct Locked {
-            #[sqlx(flatten)]
-            user: UserRow,
-            failed_logins: i32,
+        struct Attempt {
+            failures: i32,
             locked_until: Option<DateTime<Utc>>,
+            id: Option<Uuid>,
+            email: Option<String>,
+            password_hash: Option<String>,
+            roles: Option<Vec<String>>,
+            disabled_at: Option<DateTime<Utc>>,
+            created_at: Option<DateTime<Utc>>,
+        }
+        if !throttle_unknown && self.user_by_email(normalized_email).await?.is_none() {
+            return Ok(None);
         }
         let mut tx = self.pool.begin().await?;
-        let row: Option<Locked> = sqlx::query_as(
-            "SELECT id, email, password_hash, roles, disabled_at, created_at, failed_logins, locked_until
-             FROM auth.users WHERE email_normalized = $1 FOR UPDATE",
+        let row: Attempt = sqlx::query_as(
+            "WITH attempt AS (
+                 INSERT INTO auth.login_attempts (email_normalized) VALUES ($1)
+                 ON CONFLICT (email_normalized) DO UPDATE SET updated_at = now()
+                 RETURNING failures, locked_until
+             )
+             SELECT a.failures, a.locked_until, u.id, u.email, u.password_hash, u.roles,
+                    u.disabled_at, u.created_at
+             FROM attempt a LEFT JOIN auth.users u ON u.email_normalized = $1",
         )
         .bind(normalized_email)
-        .fetch_optional(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let failures = u32::try_from(row.failed_logins).unwrap_or(0);
+        let user = match (row.id, row.email, row.password_hash, row.roles, row.created_at) {
+            (Some(id), Some(email), Some(password_hash), Some(roles), Some(created_at)) => {
+                Some(UserRow {
+                    id,
+                    email,
+                    password_hash,
+                    roles,
+                    disabled_at: row.disabled_at,
+                    created_at,
+                })
+            }
+            _ => None,
+        };
+        let failures = u32::try_from(row.failures).unwrap_or(0);
         let outcome = match policy.decide(failures, row.locked_until, Utc::now()) {
             AttemptDecision::Locked { until } => Reservation::Locked(until),
             AttemptDecision::Allowed {
@@ -189,10 +219,11 @@ impl Store {
                 locked_until,
             } => {
                 sqlx::query(
-                    "UPDATE auth.users SET failed_logins = $2, locked_until = coalesce($3, locked_until)
-                     WHERE id = $1",
+                    "UPDATE auth.login_attempts
+                     SET failures = $2, locked_until = coalesce($3, locked_until)
+                     WHERE email_normalized = $1",
                 )
-                .bind(row.user.id)
+                .bind(normalized_email)
                 .bind(i32::try_from(failures).unwrap_or(i32::MAX))
                 .bind(locked_until)
                 .execute(&mut *tx)
@@ -201,15 +232,18 @@ impl Store {
             }
         };
         tx.commit().await?;
-        Ok(Some((row.user, outcome)))
+        Ok(Some((user, outcome)))
     }
 
     /// Forgives the reserved attempt: failures back to zero, no lockout.
-    pub async fn clear_failures(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE auth.users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn clear_failures(&self, normalized_email: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE auth.login_attempts SET failures = 0, locked_until = NULL
+             WHERE email_normalized = $1",
+        )
+        .bind(normalized_email)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -240,19 +274,22 @@ impl Store {
     pub async fn start_session(
         &self,
         user_id: Uuid,
+        normalized_email: &str,
         token_hash: &[u8; 32],
         refresh_ttl: Duration,
         session_lifetime: Duration,
     ) -> Result<bool, sqlx::Error> {
-        // One statement, so one round trip and one implicit transaction. It forgives the
-        // attempt counted before the password check and locks the user row: a concurrent
-        // DisableUser waits for this session to exist (and then revokes it), or this one
-        // sees the user disabled and writes nothing (each step selects from the one before).
+        // One statement, so one round trip and one implicit transaction. It share-locks the
+        // user row: a concurrent DisableUser waits for this session to exist (and then
+        // revokes it), or this one sees the user disabled and writes nothing (each step
+        // selects from the one before). It forgives the attempt counted before the check.
         let family = Uuid::now_v7();
         let started: i64 = sqlx::query_scalar(
             "WITH enabled AS (
-                 UPDATE auth.users SET failed_logins = 0, locked_until = NULL
-                 WHERE id = $1 AND disabled_at IS NULL RETURNING id
+                 SELECT id FROM auth.users WHERE id = $1 AND disabled_at IS NULL FOR SHARE
+             ), forgiven AS (
+                 UPDATE auth.login_attempts SET failures = 0, locked_until = NULL
+                 WHERE email_normalized = $8 AND EXISTS (SELECT 1 FROM enabled)
              ), family AS (
                  INSERT INTO auth.session_families (id, user_id, expires_at)
                  SELECT $2, id, now() + $3 FROM enabled RETURNING id
@@ -273,18 +310,22 @@ impl Store {
         .bind(interval(refresh_ttl))
         .bind(AuditKind::LoginOk.as_str())
         .bind(user_id.to_string())
+        .bind(normalized_email)
         .fetch_one(&self.pool)
         .await?;
         Ok(started == 1)
     }
 
     /// Spends `old_hash` and issues `new_hash` in the same family. A spent token presented
-    /// again revokes the family (OAuth 2.0 Security BCP, refresh token rotation).
+    /// again revokes the family (OAuth 2.0 Security BCP, refresh token rotation) — unless it
+    /// was spent less than `reuse_grace` ago: then it is a concurrent or retried refresh of
+    /// the same client, and gets a token of its own in the same family.
     pub async fn rotate_refresh_token(
         &self,
         old_hash: &[u8; 32],
         new_hash: &[u8; 32],
         refresh_ttl: Duration,
+        reuse_grace: Duration,
     ) -> Result<RefreshOutcome, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let spent: Option<(Uuid, DateTime<Utc>)> = sqlx::query_as(
@@ -295,34 +336,30 @@ impl Store {
         .bind(&old_hash[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((family, expires_at)) = spent else {
-            let known: Option<(Uuid, Uuid)> = sqlx::query_as(
-                "SELECT t.family_id, f.user_id FROM auth.refresh_tokens t
-                 JOIN auth.session_families f ON f.id = t.family_id WHERE t.token_hash = $1",
+        let mut within_grace = false;
+        let (family, expires_at) = if let Some(spent) = spent {
+            spent
+        } else {
+            // FOR UPDATE: a reuse decision and the rotation it races with see each other.
+            let known: Option<(Uuid, Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
+                "SELECT t.family_id, f.user_id, t.expires_at, t.spent_at > now() - $2
+                 FROM auth.refresh_tokens t
+                 JOIN auth.session_families f ON f.id = t.family_id
+                 WHERE t.token_hash = $1 FOR UPDATE OF t",
             )
             .bind(&old_hash[..])
+            .bind(interval(reuse_grace))
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((family, user_id)) = known else {
+            let Some((family, user_id, expires_at, recent)) = known else {
                 return Ok(RefreshOutcome::Invalid);
             };
-            sqlx::query(
-                "UPDATE auth.session_families SET revoked_at = now(), revoked_reason = 'refresh token reuse'
-                 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .bind(family)
-            .execute(&mut *tx)
-            .await?;
-            audit(
-                &mut tx,
-                AuditKind::RefreshReuseDetected,
-                Some(&user_id.to_string()),
-                None,
-                serde_json::json!({ "family": family }),
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            if recent && !reuse_grace.is_zero() {
+                within_grace = true;
+                (family, expires_at)
+            } else {
+                return self.revoke_for_reuse(tx, family, user_id).await;
+            }
         };
         if expires_at <= Utc::now() {
             return Ok(RefreshOutcome::Invalid);
@@ -369,7 +406,7 @@ impl Store {
             AuditKind::Refresh,
             Some(&user_id.to_string()),
             None,
-            serde_json::json!({ "family": family }),
+            serde_json::json!({ "family": family, "within_reuse_grace": within_grace }),
         )
         .await?;
         tx.commit().await?;
@@ -377,6 +414,32 @@ impl Store {
             user,
             expires_in: ttl,
         })
+    }
+
+    /// A spent token came back after its grace: revoke its whole family.
+    async fn revoke_for_reuse(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        family: Uuid,
+        user_id: Uuid,
+    ) -> Result<RefreshOutcome, sqlx::Error> {
+        sqlx::query(
+            "UPDATE auth.session_families SET revoked_at = now(), revoked_reason = 'refresh token reuse'
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(family)
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            AuditKind::RefreshReuseDetected,
+            Some(&user_id.to_string()),
+            None,
+            serde_json::json!({ "family": family }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Reused)
     }
 
     /// Revokes the family of a refresh token; true when one was live.
@@ -564,6 +627,19 @@ impl Store {
         }
         tx.commit().await?;
         Ok(found)
+    }
+
+    /// Deletes throttle rows of emails not tried for `idle` and not locked: failures that
+    /// old are forgotten, and unknown emails tried once do not pile up.
+    pub async fn purge_idle_login_attempts(&self, idle: Duration) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM auth.login_attempts
+             WHERE updated_at < now() - $1 AND (locked_until IS NULL OR locked_until < now())",
+        )
+        .bind(interval(idle))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Deletes refresh tokens and sessions that ended more than `keep` ago; returns how many

@@ -102,6 +102,11 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// Largest request metadata (all headers, counted as HTTP/2 does: name + value + 32 per
+    /// entry) a call may carry; a larger one is refused with RESOURCE_EXHAUSTED, that call
+    /// only. Metadata up to 1 MiB + 64 KiB reaches this check; only beyond that does HTTP/2
+    /// itself refuse the stream.
+    pub max_metadata_bytes: usize,
     /// HTTP/2 keepalive ping interval.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
             max_message_bytes: 4 * 1024 * 1024,
+            max_metadata_bytes: 16 * 1024,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
@@ -138,6 +144,12 @@ impl Validate for ServerConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             problems.push("server.max_message_bytes must be between 1024 and 67108864".into());
+        }
+        if !(1024..=crate::metadata_limit::MAX_METADATA_LIMIT).contains(&self.max_metadata_bytes) {
+            problems.push(format!(
+                "server.max_metadata_bytes must be between 1024 and {}",
+                crate::metadata_limit::MAX_METADATA_LIMIT
+            ));
         }
         if self.keepalive_interval < Duration::from_secs(1) {
             problems.push("server.keepalive_interval must be at least 1s".into());

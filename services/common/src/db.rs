@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::admin::ReadinessCheck;
 use crate::config::DatabaseConfig;
@@ -32,17 +32,47 @@ pub enum DbError {
 
 /// Creates the pool without connecting: the process starts even while the database is
 /// down, and `/readyz` reports it until it is back.
+///
+/// A connection taken from the pool is first checked to be outside any transaction (see
+/// [`outside_transaction`]); this replaces sqlx's ping, which costs the same round trip.
 pub fn connect_lazy(config: &DatabaseConfig, application: &str) -> Result<PgPool, DbError> {
     let statement_timeout = config.statement_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(&config.url)
         .map_err(DbError::Url)?
         .application_name(application)
-        .options([("statement_timeout", statement_timeout.as_str())]);
+        .options([
+            ("statement_timeout", statement_timeout.as_str()),
+            // NOTICEs (`relation … already exists, skipping`) are not worth a log line.
+            ("client_min_messages", "warning"),
+        ]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
         .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, _meta| Box::pin(outside_transaction(conn)))
         .connect_lazy_with(options))
+}
+
+/// True when `conn` is not inside a transaction block; a connection that is gets closed by
+/// the pool (closing it rolls the stale transaction back on the server).
+///
+/// sqlx 0.9's `begin` is not cancel-safe on PostgreSQL: a future dropped while `BEGIN` is in
+/// flight returns the connection to the pool inside a transaction that sqlx does not know
+/// of, and the next borrower's statements would run in it (sqlx issue #4393). Handlers run
+/// to completion (`run_to_completion`), so this should never fire; it guards background
+/// work and whatever else drops a future mid-query. PostgreSQL documents that
+/// `statement_timestamp()` equals `transaction_timestamp()` in the first statement of a
+/// transaction, which is every statement outside a transaction block.
+pub async fn outside_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let outside: bool =
+        sqlx::query_scalar("SELECT statement_timestamp() = transaction_timestamp()")
+            .fetch_one(conn)
+            .await?;
+    if !outside {
+        tracing::warn!("a pooled connection was left inside a transaction; discarding it");
+    }
+    Ok(outside)
 }
 
 /// Applies every pending migration; a no-op when the schema is current.

@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use prost::Message as _;
-
 use http::{Request, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +19,26 @@ use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 
 use crate::config::ServerConfig;
+use crate::metadata_limit::{HTTP2_HEADER_LIST_LIMIT, MetadataLimitLayer};
+use crate::methods::MethodTable;
 use crate::metrics::GrpcMetrics;
+use crate::request_check::RequestCheckLayer;
+use crate::run_to_completion::RunToCompletionLayer;
+
+/// The plumbing methods every server answers, callable without a token.
+pub const PLUMBING_METHODS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The plumbing every server answers beside its own services.
+const PLUMBING_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// The gRPC server failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +108,10 @@ impl Default for GrpcServices {
 
 /// Serves `services` on `listener` until `shutdown` is cancelled.
 ///
-/// Layers, outermost first: RED `metrics` (labelled only with methods the registered
-/// descriptor sets declare), the oversize remap, then the caller's `layer` (authentication).
+/// Layers, outermost first: RED `metrics` (labelled only with served methods), the oversize
+/// remap, the metadata limit, the request check (UNIMPLEMENTED for methods not served,
+/// INVALID_ARGUMENT for invalid text), run-to-completion (handlers finish even when the
+/// caller goes away), then the caller's `layer` (authentication).
 /// On shutdown: everything turns NOT_SERVING at once, the listener stays open for
 /// `config.shutdown_delay` (load balancers notice the failing readiness and stop routing),
 /// then closes; in-flight calls get `config.shutdown_grace` to finish.
@@ -110,7 +129,7 @@ where
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
     <L::Service as Service<Request<Body>>>::Error:
         Into<Box<dyn std::error::Error + Send + Sync>> + Send,
-    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let GrpcServices {
@@ -119,9 +138,16 @@ where
         names,
         descriptor_sets,
     } = services;
+    // Reflection lists, and the server answers, exactly the services registered here: a
+    // contract in the descriptor set that this process does not serve is not advertised.
     let mut v1 = tonic_reflection::server::Builder::configure();
     let mut v1alpha = tonic_reflection::server::Builder::configure();
-    let known_methods = Arc::new(method_paths(&descriptor_sets));
+    let mut served: Vec<&str> = names.clone();
+    served.extend(PLUMBING_SERVICES);
+    for name in &served {
+        v1 = v1.with_service_name(*name);
+        v1alpha = v1alpha.with_service_name(*name);
+    }
     for set in &descriptor_sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
@@ -129,6 +155,14 @@ where
     routes = routes
         .add_service(v1.build_v1()?)
         .add_service(v1alpha.build_v1alpha()?);
+    let mut all_sets = descriptor_sets.clone();
+    all_sets.extend([
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
+    let table = Arc::new(MethodTable::new(&all_sets, &served));
+    let known_methods: Arc<HashSet<String>> =
+        Arc::new(table.paths().map(str::to_owned).collect());
 
     for name in &names {
         health
@@ -144,8 +178,12 @@ where
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_max_header_list_size(Some(HTTP2_HEADER_LIST_LIMIT))
         .layer(metrics.layer(known_methods))
         .layer(crate::oversize::OversizeAsResourceExhausted)
+        .layer(MetadataLimitLayer::new(config.max_metadata_bytes))
+        .layer(RequestCheckLayer::new(table, config.max_message_bytes))
+        .layer(RunToCompletionLayer)
         .layer(layer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
@@ -183,43 +221,22 @@ where
     Ok(())
 }
 
-/// Every `/package.Service/Method` path declared by the encoded descriptor sets.
-fn method_paths(descriptor_sets: &[&'static [u8]]) -> HashSet<String> {
-    let mut paths = HashSet::new();
-    for set in descriptor_sets {
-        let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
-            continue;
-        };
-        for file in set.file {
-            let package = file.package.unwrap_or_default();
-            for service in file.service {
-                let service_name = service.name.unwrap_or_default();
-                let full = if package.is_empty() {
-                    service_name
-                } else {
-                    format!("{package}.{service_name}")
-                };
-                for method in service.method {
-                    paths.insert(format!("/{full}/{}", method.name.unwrap_or_default()));
-                }
-            }
-        }
-    }
-    paths
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn method_paths_come_from_the_descriptors() {
-        let paths = method_paths(&[
-            appstack_proto::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ]);
-        assert!(paths.contains("/appstack.auth.v1.AuthService/Login"));
-        assert!(paths.contains("/grpc.health.v1.Health/Check"));
-        assert!(!paths.contains("/appstack.auth.v1.AuthService/Nope"));
+    fn plumbing_methods_exist() {
+        let table = MethodTable::new(
+            &[
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+            &PLUMBING_SERVICES,
+        );
+        for path in PLUMBING_METHODS {
+            assert!(table.method(path).is_some(), "{path}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The tower layer that authenticates gRPC requests.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,11 +13,12 @@ use crate::verifier::{Verifier, VerifyError};
 
 /// Verifies the `authorization: Bearer <token>` of every request and puts the caller's
 /// [`Identity`](crate::Identity) into the request's extensions; answers UNAUTHENTICATED
-/// without calling the service otherwise. Paths allowed anonymously pass untouched.
+/// without calling the service otherwise. Methods allowed anonymously pass untouched; they
+/// are named by exact path, so a method added later is never public by accident.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
-    anonymous_prefixes: Arc<Vec<String>>,
+    anonymous: Arc<HashSet<String>>,
 }
 
 impl AuthLayer {
@@ -24,21 +26,24 @@ impl AuthLayer {
     pub fn new(verifier: Arc<Verifier>) -> Self {
         Self {
             verifier,
-            anonymous_prefixes: Arc::new(Vec::new()),
+            anonymous: Arc::new(HashSet::new()),
         }
     }
 
-    /// Lets requests whose path starts with `prefix` through without a token, e.g.
-    /// `/appstack.auth.v1.AuthService/Login` or `/grpc.health.v1.Health/`.
-    pub fn allow_anonymous(mut self, prefix: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.anonymous_prefixes).push(prefix.into());
+    /// Lets calls of the method at exactly `path` through without a token, e.g.
+    /// `/appstack.auth.v1.AuthService/Login`.
+    pub fn allow_anonymous(mut self, path: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.anonymous).insert(path.into());
         self
     }
 
+    /// The methods allowed without a token (to check them against what is served).
+    pub fn anonymous_paths(&self) -> impl Iterator<Item = &str> {
+        self.anonymous.iter().map(String::as_str)
+    }
+
     fn is_anonymous(&self, path: &str) -> bool {
-        self.anonymous_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+        self.anonymous.contains(path)
     }
 }
 
