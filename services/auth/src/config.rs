@@ -35,6 +35,35 @@ pub struct AuthConfig {
     pub password: PasswordConfig,
     /// Brute-force protection.
     pub lockout: LockoutConfig,
+    /// The absolute URL of the JWKS that the OpenID discovery document
+    /// (`/.well-known/openid-configuration` on the admin port) gives as `jwks_uri`; gateways
+    /// and JWT libraries fetch the keys from it. Unset: `{issuer}/.well-known/jwks.json`,
+    /// right only when the issuer URL reaches the auth admin port. In a cluster, point it at
+    /// the auth Service's admin port, e.g.
+    /// `http://appstack-auth.appstack.svc:9090/.well-known/jwks.json`. Must be an absolute
+    /// `http` or `https` URL.
+    pub jwks_uri: Option<String>,
+}
+
+impl AuthConfig {
+    /// `jwks_uri`, or its default derived from `issuer`.
+    pub fn jwks_uri(&self) -> String {
+        match &self.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => format!(
+                "{}/.well-known/jwks.json",
+                self.issuer.trim_end_matches('/')
+            ),
+        }
+    }
+}
+
+/// True for an absolute `http`/`https` URL with a host.
+fn is_absolute_http_url(text: &str) -> bool {
+    text.parse::<axum::http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some_and(|a| !a.host().is_empty())
+    })
 }
 
 impl Default for AuthConfig {
@@ -50,6 +79,7 @@ impl Default for AuthConfig {
             key_reload_interval: Duration::from_secs(60),
             password: PasswordConfig::default(),
             lockout: LockoutConfig::default(),
+            jwks_uri: None,
         }
     }
 }
@@ -85,6 +115,12 @@ impl Validate for AuthConfig {
         }
         self.password.validate(problems);
         self.lockout.validate(problems);
+        if !is_absolute_http_url(&self.jwks_uri()) {
+            problems.push(
+                "auth.jwks_uri must be an absolute http(s) URL (unset, it is derived from auth.issuer)"
+                    .into(),
+            );
+        }
     }
 }
 
