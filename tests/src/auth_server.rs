@@ -53,6 +53,26 @@ impl AuthServer {
     /// Starts on a fresh database with cheap password hashing, after `adjust` edits the
     /// configuration (it may restore production hashing).
     pub async fn start_with(adjust: impl FnOnce(&mut StackConfig)) -> anyhow::Result<Self> {
+        let (mut config, keys) = Self::test_config().await?;
+        adjust(&mut config);
+        let grpc = TcpListener::bind(config.server.grpc_addr).await?;
+        let admin = TcpListener::bind(config.server.admin_addr).await?;
+        Self::start_on(config, keys, grpc, admin).await
+    }
+
+    /// As [`Self::start_with`], but the loopback ports are bound first and `adjust` is told
+    /// the admin address: for settings that name the server's own URL (`auth.jwks_uri`).
+    pub async fn start_bound(
+        adjust: impl FnOnce(&mut StackConfig, SocketAddr),
+    ) -> anyhow::Result<Self> {
+        let (mut config, keys) = Self::test_config().await?;
+        let grpc = TcpListener::bind(config.server.grpc_addr).await?;
+        let admin = TcpListener::bind(config.server.admin_addr).await?;
+        adjust(&mut config, admin.local_addr()?);
+        Self::start_on(config, keys, grpc, admin).await
+    }
+
+    async fn test_config() -> anyhow::Result<(StackConfig, tempfile::TempDir)> {
         let database = pg::test_database().await?;
         let keys = tempfile::tempdir()?;
         let mut config = StackConfig::default();
@@ -65,13 +85,15 @@ impl AuthServer {
         config.auth.keys_dir = keys.path().to_owned();
         config.auth.generate_key_if_missing = true;
         config.auth.password = cheap_password_config();
-        adjust(&mut config);
-        Self::start_on(config, keys).await
+        Ok((config, keys))
     }
 
-    async fn start_on(config: StackConfig, keys: tempfile::TempDir) -> anyhow::Result<Self> {
-        let grpc = TcpListener::bind(config.server.grpc_addr).await?;
-        let admin = TcpListener::bind(config.server.admin_addr).await?;
+    async fn start_on(
+        config: StackConfig,
+        keys: tempfile::TempDir,
+        grpc: TcpListener,
+        admin: TcpListener,
+    ) -> anyhow::Result<Self> {
         let grpc_addr = grpc.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let shutdown = CancellationToken::new();

@@ -138,6 +138,23 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
         f.sign(&f.claims(&sub), |h| h.kid = Some("nope".into())),
     ));
     cases.push(("no kid", f.sign(&f.claims(&sub), |h| h.kid = None)));
+    // RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand; we
+    // understand none, so any `crit` is refused even with a valid signature.
+    cases.push((
+        "crit naming an unknown extension",
+        f.sign(&f.claims(&sub), |h| {
+            h.crit = Some(vec!["urn:example:ext".into()]);
+            h.extras.insert("urn:example:ext", true);
+        }),
+    ));
+    cases.push((
+        "crit naming a registered claim",
+        f.sign(&f.claims(&sub), |h| h.crit = Some(vec!["exp".into()])),
+    ));
+    cases.push((
+        "crit null",
+        f.sign(&f.claims(&sub), |h| h.extras.insert("crit", Value::Null)),
+    ));
     let mut no_sub = f.claims(&sub);
     no_sub.as_object_mut().unwrap().remove("sub");
     cases.push(("no sub", f.sign(&no_sub, |_| {})));

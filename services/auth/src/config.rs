@@ -45,6 +45,35 @@ pub struct AuthConfig {
     /// "prevent user existence errors"), so neither lockouts nor timing tell which emails
     /// have accounts.
     pub prevent_user_existence_errors: bool,
+    /// The absolute URL of the JWKS that the OpenID discovery document
+    /// (`/.well-known/openid-configuration` on the admin port) gives as `jwks_uri`; gateways
+    /// and JWT libraries fetch the keys from it. Unset: `{issuer}/.well-known/jwks.json`,
+    /// right only when the issuer URL reaches the auth admin port. In a cluster, point it at
+    /// the auth Service's admin port, e.g.
+    /// `http://appstack-auth.appstack.svc:9090/.well-known/jwks.json`. Must be an absolute
+    /// `http` or `https` URL.
+    pub jwks_uri: Option<String>,
+}
+
+impl AuthConfig {
+    /// `jwks_uri`, or its default derived from `issuer`.
+    pub fn jwks_uri(&self) -> String {
+        match &self.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => format!(
+                "{}/.well-known/jwks.json",
+                self.issuer.trim_end_matches('/')
+            ),
+        }
+    }
+}
+
+/// True for an absolute `http`/`https` URL with a host.
+fn is_absolute_http_url(text: &str) -> bool {
+    text.parse::<axum::http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some_and(|a| !a.host().is_empty())
+    })
 }
 
 impl Default for AuthConfig {
@@ -62,6 +91,7 @@ impl Default for AuthConfig {
             lockout: LockoutConfig::default(),
             refresh_reuse_grace: Duration::from_secs(10),
             prevent_user_existence_errors: true,
+            jwks_uri: None,
         }
     }
 }
@@ -100,6 +130,12 @@ impl Validate for AuthConfig {
         }
         self.password.validate(problems);
         self.lockout.validate(problems);
+        if !is_absolute_http_url(&self.jwks_uri()) {
+            problems.push(
+                "auth.jwks_uri must be an absolute http(s) URL (unset, it is derived from auth.issuer)"
+                    .into(),
+            );
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod signing;
 pub mod store;
 pub mod tokens;
 pub mod validate;
+pub mod well_known;
 
 use std::sync::Arc;
 use std::time::Duration;

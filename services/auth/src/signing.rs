@@ -1,6 +1,10 @@
 //! Ed25519 signing keys: files in a folder (a mounted Kubernetes Secret), one of which signs.
 //!
-//! A key file is `<kid>.pem`, a PKCS#8 Ed25519 private key. The greatest `kid` (names are
+//! A key file is `<kid>.pem`, a PKCS#8 Ed25519 private key (`-----BEGIN PRIVATE KEY-----`).
+//! We write the RFC 8410 v1 form (RFC 5208 `PrivateKeyInfo`, no public key), which is what
+//! `openssl genpkey -algorithm ed25519` writes and what OpenSSL 3.0 and Python's
+//! `cryptography` read; both v1 and v2 (RFC 5958, with the public key — what earlier
+//! versions wrote) are read. The greatest `kid` (names are
 //! sortable, e.g. `k20261123T1811Z`) signs new tokens; to rotate, add a newer file; the
 //! older ones keep being published (see `Store::publish_keys`) until their tokens expire.
 
@@ -9,7 +13,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, EncodePrivateKey, KeypairBytes, spki::der::pem::LineEnding,
+};
 use jsonwebtoken::EncodingKey;
 
 /// A key-folder problem.
@@ -151,7 +157,14 @@ pub fn generate_key_file(dir: &Path, kid: &str) -> Result<PathBuf, KeyError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(format!("{kid}.pem"));
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
+    // `SigningKey::to_pkcs8_pem` writes v2 (with the public key), which OpenSSL 3.0 and
+    // Python's `cryptography` refuse; without the public key it is v1, and readers derive
+    // the public key from the private one anyway.
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let pem = v1
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| KeyError::Invalid {
             path: path.clone(),
@@ -208,6 +221,65 @@ mod tests {
             generate_key_file(dir.path(), "../evil"),
             Err(KeyError::BadKid(_))
         ));
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        use base64::engine::general_purpose::STANDARD;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        STANDARD.decode(body).unwrap()
+    }
+
+    #[test]
+    fn written_keys_are_pkcs8_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate_key_file(dir.path(), "k1").unwrap();
+        let pem = std::fs::read_to_string(&path).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let der = pem_der(&pem);
+        // RFC 8410 §7: SEQUENCE { INTEGER 0 (v1), AlgorithmIdentifier 1.3.101.112,
+        // OCTET STRING { OCTET STRING (32 bytes) } } — 48 bytes, no public key.
+        assert_eq!(der.len(), 48, "{der:02x?}");
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x00]);
+        assert_eq!(&der[5..12], &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70]);
+        let folder = load_folder(dir.path()).unwrap();
+        assert_eq!(folder.keys.len(), 1);
+    }
+
+    #[test]
+    fn v1_and_v2_files_both_load_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        // v2 (with the public key): what earlier versions wrote.
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert_eq!(&pem_der(&v2)[2..5], &[0x02, 0x01, 0x01]);
+        std::fs::write(dir.path().join("k2.pem"), v2.as_bytes()).unwrap();
+        // v1 in the RFC 8410 §10.3 example (as `openssl genpkey` writes).
+        std::fs::write(
+            dir.path().join("k1.pem"),
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let folder = load_folder(dir.path()).unwrap();
+        assert_eq!(
+            folder.keys[0].public_x(),
+            "Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE"
+        );
+        assert_eq!(folder.keys[1].public_key, key.verifying_key().to_bytes());
+        for pair in &folder.keys {
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            let token = jsonwebtoken::encode(
+                &header,
+                &serde_json::json!({"sub": "x"}),
+                &pair.encoding_key,
+            )
+            .unwrap();
+            let decoding = jsonwebtoken::DecodingKey::from_ed_der(&pair.public_key);
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+            validation.required_spec_claims.clear();
+            validation.validate_exp = false;
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+        }
     }
 
     #[test]

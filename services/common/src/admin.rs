@@ -1,5 +1,6 @@
 //! The admin HTTP port: `/healthz` (the process answers), `/readyz` (every readiness check
-//! passes and the process is not shutting down) and `/metrics` (Prometheus text).
+//! passes and the process is not shutting down) and `/metrics` (Prometheus text), plus
+//! whatever routes a role merges in (see [`router`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,10 @@ struct AdminState {
 
 /// Builds the admin router. `/readyz` fails once `shutting_down` is cancelled, so load
 /// balancers stop sending new work while in-flight work drains.
+///
+/// A role adds its own routes with [`Router::merge`] (e.g. auth's `/.well-known/…`
+/// documents); `/healthz`, `/readyz` and `/metrics` are taken, and `merge` panics at start
+/// on a path registered twice, so a clash cannot go unnoticed.
 pub fn router(
     metrics: MetricsRegistry,
     checks: Vec<Arc<dyn ReadinessCheck>>,

@@ -67,7 +67,10 @@ pub async fn run(
     // The admin port outlives the gRPC drain, so probes see "not ready" rather than a refused
     // connection while calls finish.
     let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseReady::new(pool.clone()))];
-    let admin_router = admin::router(metrics.clone(), checks, shutdown.clone());
+    // The JWKS and discovery document ride on the admin port: plain HTTP for gateways and
+    // JWT libraries, while the gRPC port keeps requiring gRPC.
+    let admin_router = admin::router(metrics.clone(), checks, shutdown.clone())
+        .merge(appstack_auth::well_known::router(&auth));
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         listeners.admin,

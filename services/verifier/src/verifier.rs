@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize as _;
 
 use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 use crate::identity::Identity;
@@ -15,6 +16,10 @@ pub enum VerifyError {
     /// Not a JWT, or a header or claims that do not parse.
     #[error("malformed token")]
     Malformed,
+    /// The header has `crit` (RFC 7515 §4.1.11): it requires extensions we do not
+    /// understand (we understand none), so the token must be refused whatever it lists.
+    #[error("token requires an unsupported header extension")]
+    CriticalHeader,
     /// Signed with an algorithm other than EdDSA (including `none`).
     #[error("token algorithm not allowed")]
     Algorithm,
@@ -97,13 +102,12 @@ impl Verifier {
 
     /// Verifies `token` and returns who it identifies.
     pub async fn verify(&self, token: &str) -> Result<Identity, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            // `alg: none` and other algorithms jsonwebtoken does not know fail to parse.
-            ErrorKind::Json(_) if token_names_an_algorithm(token) => VerifyError::Algorithm,
-            _ => VerifyError::Malformed,
-        })?;
-        if header.alg != Algorithm::EdDSA {
+        let header = ProtectedHeader::parse(token)?;
+        if header.alg != "EdDSA" {
             return Err(VerifyError::Algorithm);
+        }
+        if header.crit {
+            return Err(VerifyError::CriticalHeader);
         }
         if !header.typ.as_deref().is_some_and(is_access_token_type) {
             return Err(VerifyError::Type);
@@ -134,20 +138,43 @@ fn is_access_token_type(typ: &str) -> bool {
     typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
 }
 
-/// True when the header parses as JSON with an `alg` member, so a parse failure was the
-/// algorithm's name (e.g. `none`), not garbage.
-fn token_names_an_algorithm(token: &str) -> bool {
-    use base64::Engine as _;
-    let Some(encoded) = token.split('.').next() else {
-        return false;
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("alg").cloned())
-        .is_some()
+/// The members of the JOSE header the checks before the key lookup need, parsed once.
+///
+/// Our own small struct rather than `jsonwebtoken::Header`: it keeps `alg` as text (so
+/// `none` or an unknown name is an algorithm refusal, not a parse failure) and records
+/// whether `crit` is present at all — `Header` reads `"crit": null` as absent.
+#[derive(Debug, serde::Deserialize)]
+struct ProtectedHeader {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+impl ProtectedHeader {
+    fn parse(token: &str) -> Result<Self, VerifyError> {
+        use base64::Engine as _;
+        // Exactly three parts, as jsonwebtoken requires later; checked here so a JWE (five
+        // parts) is malformed rather than judged by its header.
+        let mut parts = token.split('.');
+        let (Some(encoded), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::Malformed);
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| VerifyError::Malformed)?;
+        serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)
+    }
+}
+
+/// `true` whenever the member exists, whatever its value (including `null`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 fn map_error(kind: &ErrorKind) -> VerifyError {
@@ -160,5 +187,127 @@ fn map_error(kind: &ErrorKind) -> VerifyError {
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => VerifyError::Algorithm,
         ErrorKind::MissingRequiredClaim(_) => VerifyError::MissingClaim,
         _ => VerifyError::Malformed,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use appstack_proto::auth::v1::Jwk;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::keys::{KeyCacheConfig, StaticKeySource};
+
+    /// The RFC 8410 §10.3 example key (public part `Gb9E…ZuE`), so no key generation is needed.
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+    const X: &str = "Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE";
+
+    fn verifier() -> Verifier {
+        let jwk = Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: X.into(),
+            kid: "k1".into(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        };
+        let keys = KeyCache::new(
+            Arc::new(StaticKeySource::new(vec![jwk])),
+            KeyCacheConfig::default(),
+        );
+        Verifier::new(VerifierConfig::new("https://iss", "aud"), keys)
+    }
+
+    fn token(edit: impl FnOnce(&mut Header)) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"iss": "https://iss", "aud": "aud", "sub": "u1", "exp": now + 600,
+            "nbf": now, "iat": now, "jti": "j"});
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header.kid = Some("k1".into());
+        edit(&mut header);
+        let key = EncodingKey::from_ed_pem(PEM.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_crit_header_is_refused_whatever_it_lists() {
+        let v = verifier();
+        // Control: the same token without `crit` is accepted.
+        assert_eq!(v.verify(&token(|_| {})).await.unwrap().subject, "u1");
+        let values = [
+            json!(["exp"]),
+            json!(["b64"]),
+            json!([]),
+            json!(null),
+            json!("exp"),
+            json!({}),
+        ];
+        for value in values {
+            let t = token(|h| {
+                if let Value::Array(names) = &value {
+                    // A listed name must also be a header member (RFC 7515); include it.
+                    for name in names {
+                        if let Value::String(name) = name {
+                            h.extras.insert(name.clone(), true);
+                        }
+                    }
+                }
+                h.extras.insert("crit", value.clone());
+            });
+            assert_eq!(
+                v.verify(&t).await.unwrap_err(),
+                VerifyError::CriticalHeader,
+                "crit {value}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn header_shapes_map_to_their_reasons() {
+        use base64::Engine as _;
+        let v = verifier();
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        let good = token(|_| {});
+        let mut parts = good.splitn(2, '.');
+        let (_, rest) = (parts.next().unwrap(), parts.next().unwrap());
+        let with_header = |h: Value| format!("{}.{rest}", b64(&h));
+        let cases = [
+            (
+                with_header(json!({"alg": "none", "typ": "at+jwt", "kid": "k1"})),
+                VerifyError::Algorithm,
+            ),
+            (
+                with_header(json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"})),
+                VerifyError::Algorithm,
+            ),
+            (
+                with_header(json!({"typ": "at+jwt", "kid": "k1"})),
+                VerifyError::Malformed,
+            ),
+            (
+                with_header(json!({"alg": "EdDSA", "kid": "k1"})),
+                VerifyError::Type,
+            ),
+            (
+                with_header(json!({"alg": "EdDSA", "typ": "at+jwt"})),
+                VerifyError::UnknownKey,
+            ),
+            (format!("{good}.extra.parts"), VerifyError::Malformed),
+            ("not-base64!.a.b".to_owned(), VerifyError::Malformed),
+            ("onlyone".to_owned(), VerifyError::Malformed),
+        ];
+        for (t, want) in cases {
+            assert_eq!(v.verify(&t).await.unwrap_err(), want, "{t}");
+        }
     }
 }
