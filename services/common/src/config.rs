@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// The environment prefix of every setting: `APPSTACK_DATABASE__URL` sets `database.url`.
 pub const ENV_PREFIX: &str = "APPSTACK_";
 
+/// `APPSTACK_*` variables that are not settings (read by the binary or the test support
+/// themselves), named without the prefix. Without this list, setting the documented
+/// `APPSTACK_CONFIG` would fail every load as an unknown key `config`.
+pub const NON_SETTING_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "TEST_PG_DIR"];
+
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +52,14 @@ impl ConfigLoader {
         }
     }
 
+    /// Starts from `defaults` instead of `T::default()`: a role with defaults of its own
+    /// (`dev`) puts them below every other source.
+    pub fn with_defaults<T: Serialize>(defaults: &T) -> Self {
+        Self {
+            figment: Figment::from(Serialized::defaults(defaults)),
+        }
+    }
+
     /// Adds a TOML file; a file that does not exist is an error.
     pub fn file(mut self, path: &Path) -> Self {
         self.figment = self.figment.merge(Toml::file_exact(path));
@@ -56,14 +69,22 @@ impl ConfigLoader {
     /// Adds the `APPSTACK_*` environment (`__` separates sections) and the conventional
     /// `DATABASE_URL`, which `APPSTACK_DATABASE__URL` overrides.
     pub fn env(mut self) -> Self {
-        self.figment = self
-            .figment
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            )
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        self.figment = self.figment.merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        );
+        self.prefixed_env()
+    }
+
+    /// Adds only the `APPSTACK_*` environment, not `DATABASE_URL`: for `dev`, whose database
+    /// is its own, and which must not trip over a `DATABASE_URL` a shell keeps for other tools.
+    pub fn prefixed_env(mut self) -> Self {
+        self.figment = self.figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(NON_SETTING_ENV)
+                .split("__"),
+        );
         self
     }
 

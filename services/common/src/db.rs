@@ -40,9 +40,10 @@ pub fn connect_lazy(config: &DatabaseConfig, application: &str) -> Result<PgPool
     let options = PgConnectOptions::from_str(&config.url)
         .map_err(DbError::Url)?
         .application_name(application)
+        // Notices (e.g. `relation "_sqlx_migrations" already exists, skipping` on every
+        // start) are not problems; sqlx would log each one at INFO.
         .options([
             ("statement_timeout", statement_timeout.as_str()),
-            // NOTICEs (`relation … already exists, skipping`) are not worth a log line.
             ("client_min_messages", "warning"),
         ]);
     Ok(PgPoolOptions::new()

@@ -1,5 +1,7 @@
 //! Structured logging with `tracing`.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
@@ -31,9 +33,35 @@ pub fn init_logging(config: &LogConfig) -> Result<(), TelemetryError> {
                     .with_current_span(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().compact().with_ansi(use_colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            )))
+            .try_init(),
     };
     // Already installed: keep the existing one.
     drop(result);
     Ok(())
+}
+
+/// Whether pretty logs are coloured: only on a terminal (a file or a pipe would get raw
+/// escape codes), and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>). `is_terminal` is about stdout, where the log layer writes.
+pub fn use_colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::use_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+    }
 }

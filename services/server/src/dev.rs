@@ -1,12 +1,40 @@
 //! `appstack dev`: the whole stack on this machine. Starts a private PostgreSQL from the
 //! server binaries found here, migrates it, generates a signing key, creates an admin, runs
 //! every service, prints how to call them, and stops everything on Ctrl-C.
+//!
+//! # Configuration
+//!
+//! The same sources as every role, lowest first: [`default_config`] (loopback addresses,
+//! keys in the data folder, pretty logs, no shutdown delay), the TOML file (`--config` or
+//! `APPSTACK_CONFIG`), the `APPSTACK_*` environment, then flags. Two values belong to `dev`:
+//!
+//! - `database.url` is the private cluster's, known once it has started. A URL given by the
+//!   file or `APPSTACK_DATABASE__URL` is refused rather than used: `dev` writes an admin
+//!   with a password kept in the data folder, and doing that silently to some other
+//!   (perhaps shared) database would surprise; run `appstack migrate`, `bootstrap-admin`
+//!   and `auth` against your own database instead. The conventional `DATABASE_URL` is not
+//!   read at all, since shells often keep it set for other tools.
+//! - `database.migrate_on_start` is always on: nothing else migrates the private cluster.
+//!
+//! # One process per data folder
+//!
+//! [`run`] locks the data folder ([`lock::DataDirLock`]) before anything else, so a second
+//! `dev` on the same folder exits with a message naming the folder and the holder's pid,
+//! having started, stopped and generated nothing. Without it, the second one adopted the
+//! first one's PostgreSQL and stopped it on its way out. The lock is `dev`'s, not
+//! `appstack-localpg`'s: it covers the keys and the admin password too, and the test
+//! support shares one cluster between processes on purpose. Holding the lock, `dev` owns
+//! the cluster, so it also stops one it adopted (left running by a `dev` that was killed).
 
-use std::net::SocketAddr;
+pub mod lock;
+
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use appstack_auth::{Auth, BootstrapOutcome};
+use appstack_common::config::LogFormat;
 use appstack_common::metrics::MetricsRegistry;
 use appstack_localpg::{LocalPostgres, Options};
 use sqlx::Connection as _;
@@ -15,25 +43,73 @@ use tokio_util::sync::CancellationToken;
 use crate::StackConfig;
 use crate::auth_role::{self, Listeners};
 
-/// The development stack's settings (from `appstack dev` flags).
+/// The development stack's settings.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     /// Where PostgreSQL's data, the signing keys and the admin password live.
     pub data_dir: PathBuf,
-    /// gRPC address.
-    pub grpc_addr: SocketAddr,
-    /// Admin HTTP address.
-    pub admin_addr: SocketAddr,
+    /// The layered configuration, on top of [`default_config`]; its `database.url` must
+    /// still be [`PRIVATE_DATABASE_URL`].
+    pub config: StackConfig,
 }
 
 /// The development admin account.
 pub const DEV_ADMIN_EMAIL: &str = "admin@appstack.dev";
 
+/// The `database.url` of [`default_config`]: a stand-in (it passes the rules) that [`run`]
+/// replaces with the private cluster's URL once its port is known. Any other value means a
+/// source set one, which [`run`] refuses.
+pub const PRIVATE_DATABASE_URL: &str = "postgres://appstack@127.0.0.1/appstack";
+
+/// The name of the database `dev` creates in its private cluster.
+const DATABASE: &str = "appstack";
+
+/// `dev`'s defaults, the lowest configuration layer: gRPC on 127.0.0.1:50051, admin HTTP
+/// on 127.0.0.1:9090, no shutdown delay (no load balancer to drain) and a 5 s grace, the
+/// private database migrated at start, pretty logs, keys in `<data_dir>/auth-keys`
+/// (generated when missing).
+pub fn default_config(data_dir: &Path) -> StackConfig {
+    let mut config = StackConfig::default();
+    config.server.grpc_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 50051));
+    config.server.admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9090));
+    config.server.shutdown_delay = Duration::ZERO;
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config.database.url = PRIVATE_DATABASE_URL.to_owned();
+    config.database.migrate_on_start = true;
+    config.log.format = LogFormat::Pretty;
+    config.auth.keys_dir = data_dir.join("auth-keys");
+    config.auth.generate_key_if_missing = true;
+    config
+}
+
 /// Runs the development stack until `shutdown`.
+///
+/// # Errors
+///
+/// When `database.url` was set by a source, the data folder is locked by another process
+/// ([`lock::LockError::Held`]), a port is taken (checked before PostgreSQL starts), or
+/// PostgreSQL, the migrations or the services fail.
 pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&options.data_dir)
-        .with_context(|| format!("creating {}", options.data_dir.display()))?;
-    let data_dir = std::fs::canonicalize(&options.data_dir)?;
+    let DevOptions {
+        data_dir,
+        mut config,
+    } = options;
+    if config.database.url != PRIVATE_DATABASE_URL {
+        anyhow::bail!(
+            "appstack dev runs its own PostgreSQL and does not take database.url (it was set by \
+             the config file or APPSTACK_DATABASE__URL); to use your own database, run \
+             `appstack migrate`, `appstack bootstrap-admin` and `appstack auth` against it"
+        );
+    }
+    config.database.migrate_on_start = true;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
+    // Before anything touches the folder; held until this function returns.
+    let _lock = lock::DataDirLock::acquire(&data_dir)?;
+    // Before PostgreSQL: a taken port then costs nothing to start or undo.
+    let listeners = Listeners::bind(&config).await?;
     eprintln!(
         "appstack dev: starting PostgreSQL in {}",
         data_dir.join("postgres").display()
@@ -41,7 +117,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let postgres = LocalPostgres::start(Options::new(data_dir.join("postgres")))
         .await
         .context("starting the private PostgreSQL")?;
-    let result = run_with_postgres(&options, &data_dir, &postgres, shutdown).await;
+    config.database.url = postgres.url(DATABASE);
+    let result = run_with_postgres(config, listeners, &data_dir, &postgres, shutdown).await;
     eprintln!("appstack dev: stopping PostgreSQL");
     let stopped = postgres.stop().await;
     result?;
@@ -50,22 +127,13 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 }
 
 async fn run_with_postgres(
-    options: &DevOptions,
+    config: StackConfig,
+    listeners: Listeners,
     data_dir: &Path,
     postgres: &LocalPostgres,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    ensure_database(postgres, "appstack").await?;
-    let mut config = StackConfig::default();
-    config.server.grpc_addr = options.grpc_addr;
-    config.server.admin_addr = options.admin_addr;
-    config.server.shutdown_delay = std::time::Duration::ZERO;
-    config.server.shutdown_grace = std::time::Duration::from_secs(5);
-    config.database.url = postgres.url("appstack");
-    config.database.migrate_on_start = true;
-    config.log.format = appstack_common::config::LogFormat::Pretty;
-    config.auth.keys_dir = data_dir.join("auth-keys");
-    config.auth.generate_key_if_missing = true;
+    ensure_database(postgres, DATABASE).await?;
 
     // Migrate and create the admin before serving, so the banner is true when printed.
     let pool = auth_role::prepare_database(&config, "appstack-dev").await?;
@@ -80,7 +148,6 @@ async fn run_with_postgres(
     drop(auth);
     pool.close().await;
 
-    let listeners = Listeners::bind(&config).await?;
     let grpc = listeners.grpc.local_addr()?;
     let admin = listeners.admin.local_addr()?;
     print_banner(grpc, admin, &password, outcome, postgres, data_dir);
@@ -136,7 +203,7 @@ fn print_banner(
     } else {
         ""
     };
-    let db = postgres.url("appstack");
+    let db = postgres.url(DATABASE);
     let data = data_dir.display();
     let lines = [
         String::new(),

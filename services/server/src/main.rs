@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use appstack_common::config::{ConfigLoader, LogConfig, LogFormat};
+use appstack_common::config::ConfigLoader;
 use appstack_common::{shutdown, telemetry};
 use appstack_server::StackConfig;
 use appstack_server::auth_role::{self, Listeners};
@@ -53,31 +53,55 @@ struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "APPSTACK_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: CommonFlags,
+    /// PostgreSQL URL (database.url); also DATABASE_URL.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// The flags every serving role takes, `dev` included.
+#[derive(Debug, Args)]
+struct CommonFlags {
     /// gRPC listen address (server.grpc_addr).
     #[arg(long)]
     grpc_addr: Option<SocketAddr>,
     /// Admin HTTP listen address (server.admin_addr).
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
-    /// PostgreSQL URL (database.url); also DATABASE_URL.
-    #[arg(long)]
-    database_url: Option<String>,
     /// Log format: json or pretty (log.format).
     #[arg(long, value_parser = ["json", "pretty"])]
     log_format: Option<String>,
 }
 
+/// `dev`'s sources, lowest first: its own defaults, file, `APPSTACK_*` environment (not
+/// `DATABASE_URL`), these flags. See `appstack_server::dev` for what `dev` owns.
 #[derive(Debug, Args)]
 struct DevArgs {
     /// Where the private PostgreSQL, keys and admin password live; kept between runs.
     #[arg(long, default_value = ".appstack-dev")]
     data_dir: PathBuf,
-    /// gRPC listen address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    grpc_addr: SocketAddr,
-    /// Admin HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    admin_addr: SocketAddr,
+    /// TOML configuration file, as for every role (database.url is refused).
+    #[arg(long, short = 'c', env = "APPSTACK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen addresses (default 127.0.0.1:50051 and 127.0.0.1:9090) and log format (pretty).
+    #[command(flatten)]
+    flags: CommonFlags,
+}
+
+impl CommonFlags {
+    fn apply(&self, mut loader: ConfigLoader) -> ConfigLoader {
+        if let Some(addr) = self.grpc_addr {
+            loader = loader.set("server.grpc_addr", addr);
+        }
+        if let Some(addr) = self.admin_addr {
+            loader = loader.set("server.admin_addr", addr);
+        }
+        if let Some(format) = &self.log_format {
+            loader = loader.set("log.format", format);
+        }
+        loader
+    }
 }
 
 impl ServeArgs {
@@ -86,20 +110,25 @@ impl ServeArgs {
         if let Some(path) = &self.config {
             loader = loader.file(path);
         }
-        loader = loader.env();
-        if let Some(addr) = self.grpc_addr {
-            loader = loader.set("server.grpc_addr", addr);
-        }
-        if let Some(addr) = self.admin_addr {
-            loader = loader.set("server.admin_addr", addr);
-        }
+        loader = self.flags.apply(loader.env());
         if let Some(url) = &self.database_url {
             loader = loader.set("database.url", url);
         }
-        if let Some(format) = &self.log_format {
-            loader = loader.set("log.format", format);
-        }
         Ok(loader.load()?)
+    }
+}
+
+impl DevArgs {
+    /// The absolute data folder and the layered configuration.
+    fn load(&self) -> anyhow::Result<(PathBuf, StackConfig)> {
+        let data_dir = std::path::absolute(&self.data_dir)
+            .with_context(|| format!("resolving {}", self.data_dir.display()))?;
+        let mut loader = ConfigLoader::with_defaults(&dev::default_config(&data_dir));
+        if let Some(path) = &self.config {
+            loader = loader.file(path);
+        }
+        let config = self.flags.apply(loader.prefixed_env()).load()?;
+        Ok((data_dir, config))
     }
 }
 
@@ -128,16 +157,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map(|_| ())
         }
         Command::Dev(args) => {
-            telemetry::init_logging(&LogConfig {
-                format: LogFormat::Pretty,
-                filter: "info".into(),
-            })?;
-            let options = DevOptions {
-                data_dir: args.data_dir,
-                grpc_addr: args.grpc_addr,
-                admin_addr: args.admin_addr,
-            };
-            dev::run(options, shutdown::on_signal()).await
+            let (data_dir, config) = args.load()?;
+            telemetry::init_logging(&config.log)?;
+            dev::run(DevOptions { data_dir, config }, shutdown::on_signal()).await
         }
         Command::Keygen { keys_dir, kid } => {
             let kid = kid.unwrap_or_else(appstack_auth::signing::new_kid);

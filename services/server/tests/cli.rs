@@ -81,3 +81,22 @@ fn keygen_writes_a_private_key_file() {
         .unwrap();
     assert!(!again.status.success());
 }
+
+#[test]
+fn the_config_file_may_come_from_appstack_config() {
+    // APPSTACK_CONFIG is read by the flag, not a setting: it used to fail every load as the
+    // unknown key `config`. The file's own typo is what gets reported.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appstack.toml");
+    std::fs::write(&path, "[server]\ngrpc_adress = \"0.0.0.0:1\"\n").unwrap();
+    let out = appstack()
+        .arg("auth")
+        .env("APPSTACK_CONFIG", &path)
+        .env("APPSTACK_ADMIN_PASSWORD", "not a setting either")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grpc_adress"), "{err}");
+    assert!(!err.contains("`config`"), "{err}");
+}
