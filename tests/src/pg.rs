@@ -298,6 +298,17 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The shared private cluster's server log, to look for warnings a test must not cause;
+/// `None` when the tests run against a `DATABASE_URL` server.
+pub fn server_log() -> Option<PathBuf> {
+    if std::env::var(DATABASE_URL_ENV).is_ok_and(|url| !url.trim().is_empty()) {
+        return None;
+    }
+    shared_data_dir()
+        .ok()
+        .map(|dir| dir.join(appstack_localpg::LOG_FILE))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -372,15 +383,4 @@ mod tests {
         .unwrap();
         assert_eq!(tables, 0);
     }
-}
-
-/// The shared private cluster's server log, to look for warnings a test must not cause;
-/// `None` when the tests run against a `DATABASE_URL` server.
-pub fn server_log() -> Option<PathBuf> {
-    if std::env::var(DATABASE_URL_ENV).is_ok_and(|url| !url.trim().is_empty()) {
-        return None;
-    }
-    shared_data_dir()
-        .ok()
-        .map(|dir| dir.join(appstack_localpg::LOG_FILE))
 }

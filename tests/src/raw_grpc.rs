@@ -8,7 +8,11 @@ use tonic::{Request, Status};
 
 /// Sends `message` (an encoded protobuf message, framed by tonic) to `path` and returns
 /// the encoded reply.
-pub async fn unary(channel: Channel, path: &'static str, message: Vec<u8>) -> Result<Vec<u8>, Status> {
+pub async fn unary(
+    channel: Channel,
+    path: &'static str,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await

@@ -108,7 +108,12 @@ async fn calls_cancelled_at_random_points_leave_no_half_done_work() {
                 .refresh_token,
         );
         for _ in 0..9 {
-            spare.push(login(&mut client, &email, PASSWORD).await.unwrap().refresh_token);
+            spare.push(
+                login(&mut client, &email, PASSWORD)
+                    .await
+                    .unwrap()
+                    .refresh_token,
+            );
         }
     }
 
@@ -125,7 +130,7 @@ async fn calls_cancelled_at_random_points_leave_no_half_done_work() {
                 Duration::from_micros(rng.gen_range(1000..2000) << rng.gen_range(0..11))
             };
             // Every fourth call on a connection of its own, dropped with the call.
-            let mut client = if call % 4 == 0 {
+            let mut client = if call.is_multiple_of(4) {
                 server.client().await.unwrap()
             } else {
                 client.clone()
@@ -162,13 +167,10 @@ async fn calls_cancelled_at_random_points_leave_no_half_done_work() {
             }));
         }
         for task in tasks {
-            match task.await.unwrap() {
-                Ok(Ok((email, token))) => {
-                    acked.signed_up.extend(email);
-                    acked.refresh_tokens.extend(token);
-                }
-                // Refused (a parallel login found the account locked) or cut off.
-                Ok(Err(_)) | Err(_) => {}
+            // Others were refused (a parallel login found the account locked) or cut off.
+            if let Ok(Ok((email, token))) = task.await.unwrap() {
+                acked.signed_up.extend(email);
+                acked.refresh_tokens.extend(token);
             }
         }
     }
@@ -183,7 +185,10 @@ async fn calls_cancelled_at_random_points_leave_no_half_done_work() {
         .into_iter()
         .collect();
     for email in &acked.signed_up {
-        assert!(users.contains(email), "{email} was acknowledged but is missing");
+        assert!(
+            users.contains(email),
+            "{email} was acknowledged but is missing"
+        );
     }
     for token in &acked.refresh_tokens {
         client
@@ -473,9 +478,10 @@ async fn two_tabs_refreshing_at_once_both_keep_the_session() {
 
 #[tokio::test]
 async fn reuse_after_the_grace_still_revokes_the_session() {
-    let server = AuthServer::start_with(|c| c.auth.refresh_reuse_grace = Duration::from_millis(300))
-        .await
-        .unwrap();
+    let server =
+        AuthServer::start_with(|c| c.auth.refresh_reuse_grace = Duration::from_millis(300))
+            .await
+            .unwrap();
     let mut client = server.client().await.unwrap();
     let first = sign_up_and_login(&mut client, "late@example.com", PASSWORD)
         .await
@@ -509,7 +515,9 @@ async fn six_wrong_logins(server: &AuthServer, email: &str) -> Vec<(Code, String
     let mut client = server.client().await.unwrap();
     let mut answers = Vec::new();
     for _ in 0..6 {
-        let status = login(&mut client, email, "wrong password!").await.unwrap_err();
+        let status = login(&mut client, email, "wrong password!")
+            .await
+            .unwrap_err();
         answers.push((status.code(), status.message().to_owned()));
     }
     answers
@@ -532,5 +540,9 @@ async fn unknown_emails_are_throttled_like_known_ones() {
         .await
         .unwrap();
     let unknown = six_wrong_logins(&open, "nobody@example.com").await;
-    assert!(unknown.iter().all(|(code, _)| *code == Code::Unauthenticated));
+    assert!(
+        unknown
+            .iter()
+            .all(|(code, _)| *code == Code::Unauthenticated)
+    );
 }

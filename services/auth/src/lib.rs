@@ -240,7 +240,10 @@ mod tests {
             &["appstack.auth.v1.AuthService"],
         );
         for path in ANONYMOUS_PATHS {
-            assert!(table.method(path).is_some(), "{path} is not an AuthService method");
+            assert!(
+                table.method(path).is_some(),
+                "{path} is not an AuthService method"
+            );
         }
     }
 }

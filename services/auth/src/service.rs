@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use appstack_common::db_failure::DbHealth;
+use appstack_common::run_to_completion::CallerGone;
 use appstack_proto::auth::v1 as pb;
 use appstack_proto::auth::v1::auth_service_server::AuthService;
 use appstack_verifier::{PrincipalKind, require_identity, require_role};
@@ -10,8 +12,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use subtle::ConstantTimeEq as _;
-use appstack_common::db_failure::DbHealth;
-use appstack_common::run_to_completion::CallerGone;
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditKind;
@@ -385,12 +385,9 @@ impl AuthApi {
         let admin_now = match identity.kind {
             PrincipalKind::User => {
                 let id = uuid::Uuid::parse_str(&identity.subject).map_err(|_| revoked())?;
-                self.store
-                    .user_by_id(id)
-                    .await?
-                    .is_some_and(|u| {
-                        u.disabled_at.is_none() && u.roles.iter().any(|r| r == ADMIN_ROLE)
-                    })
+                self.store.user_by_id(id).await?.is_some_and(|u| {
+                    u.disabled_at.is_none() && u.roles.iter().any(|r| r == ADMIN_ROLE)
+                })
             }
             PrincipalKind::ServiceAccount => {
                 let id = identity

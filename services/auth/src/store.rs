@@ -198,7 +198,13 @@ impl Store {
         .bind(normalized_email)
         .fetch_one(&mut *tx)
         .await?;
-        let user = match (row.id, row.email, row.password_hash, row.roles, row.created_at) {
+        let user = match (
+            row.id,
+            row.email,
+            row.password_hash,
+            row.roles,
+            row.created_at,
+        ) {
             (Some(id), Some(email), Some(password_hash), Some(roles), Some(created_at)) => {
                 Some(UserRow {
                     id,

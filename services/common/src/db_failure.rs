@@ -85,12 +85,14 @@ impl From<DbFailure> for Status {
     }
 }
 
+/// One probe: when it ran and, if the server was unreachable, why.
+type Probe = (Instant, Option<String>);
+
 /// Explains failures of one pool, probing the server when the pool cannot tell.
 #[derive(Clone, Debug)]
 pub struct DbHealth {
     pool: PgPool,
-    /// When the last probe ran and, if the server was unreachable, why.
-    last_probe: Arc<Mutex<Option<(Instant, Option<String>)>>>,
+    last_probe: Arc<Mutex<Option<Probe>>>,
 }
 
 impl DbHealth {
@@ -133,11 +135,12 @@ impl DbHealth {
         *self
             .last_probe
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), verdict.clone()));
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((Instant::now(), verdict.clone()));
         verdict
     }
 
-    fn cached(&self) -> Option<(Instant, Option<String>)> {
+    fn cached(&self) -> Option<Probe> {
         self.last_probe
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -146,6 +149,7 @@ impl DbHealth {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

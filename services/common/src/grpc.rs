@@ -161,8 +161,7 @@ where
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ]);
     let table = Arc::new(MethodTable::new(&all_sets, &served));
-    let known_methods: Arc<HashSet<String>> =
-        Arc::new(table.paths().map(str::to_owned).collect());
+    let known_methods: Arc<HashSet<String>> = Arc::new(table.paths().map(str::to_owned).collect());
 
     for name in &names {
         health

@@ -131,7 +131,9 @@ mod tests {
                 }
             })
         };
-        let call = RunToCompletionLayer.layer(service).oneshot(Request::new(()));
+        let call = RunToCompletionLayer
+            .layer(service)
+            .oneshot(Request::new(()));
         // The caller gives up after 10 ms.
         assert!(
             tokio::time::timeout(Duration::from_millis(10), call)

@@ -121,8 +121,7 @@ fn walk<'t>(
                 reader.take(4)?;
             }
             2 => {
-                let len =
-                    usize::try_from(reader.varint()?).map_err(|_| WireProblem::Malformed)?;
+                let len = usize::try_from(reader.varint()?).map_err(|_| WireProblem::Malformed)?;
                 let value = reader.take(len)?;
                 match field.map(|f| (&f.kind, f.name.as_str())) {
                     Some((FieldKind::Text, name)) => check_text(value, path, name)?,
