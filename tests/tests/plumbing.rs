@@ -70,6 +70,15 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
         names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
     );
+    // Only what this process serves: the other contracts are in the same descriptor set
+    // but are not advertised.
+    for absent in [
+        "appstack.main.v1.RequestService",
+        "appstack.worker.v1.WorkerAdmin",
+        "appstack.external.v1.Processor",
+    ] {
+        assert!(!names.contains(&absent.to_string()), "{names:?}");
+    }
 
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest as V1aReq;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as V1a;
@@ -241,4 +250,55 @@ async fn shutdown_lets_in_flight_calls_finish() {
             .expect("an in-flight call was cut off by shutdown");
     }
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}
+
+#[tokio::test]
+async fn a_method_not_served_is_unimplemented_with_or_without_a_token() {
+    let server = AuthServer::start().await.unwrap();
+    let channel = server.channel().await.unwrap();
+    // A contract of another role, and a made-up method of this one.
+    for path in [
+        "/appstack.main.v1.RequestService/Submit",
+        "/appstack.auth.v1.AuthService/Nope",
+    ] {
+        let path: &'static str = Box::leak(path.to_owned().into_boxed_str());
+        let status = appstack_tests::raw_grpc::unary(channel.clone(), path, Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_calls_are_labelled_as_themselves() {
+    let server = AuthServer::start().await.unwrap();
+    let channel = server.channel().await.unwrap();
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    use tonic_reflection::pb::v1::ServerReflectionRequest as V1Req;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as V1;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Msg;
+    let mut stream = V1::new(channel)
+        .server_reflection_info(tokio_stream_once(V1Req {
+            host: String::new(),
+            message_request: Some(V1Msg::ListServices(String::new())),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.next().await.is_some() {}
+
+    let (_, body) = server.admin_get("/metrics").await.unwrap();
+    assert!(
+        body.contains(r#"service="grpc.health.v1.Health",method="Check",code="OK""#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"service="grpc.reflection.v1.ServerReflection",method="ServerReflectionInfo""#),
+        "{body}"
+    );
 }

@@ -16,10 +16,16 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// The environment prefix of every setting: `APPSTACK_DATABASE__URL` sets `database.url`.
 pub const ENV_PREFIX: &str = "APPSTACK_";
 
-/// `APPSTACK_*` variables that are not settings (read by the binary or the test support
-/// themselves), named without the prefix. Without this list, setting the documented
-/// `APPSTACK_CONFIG` would fail every load as an unknown key `config`.
-pub const NON_SETTING_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD", "TEST_PG_DIR"];
+/// `APPSTACK_*` variables that are not settings (read by the binary itself), named without
+/// the prefix; every `APPSTACK_TEST_*` belongs to the test support. Without this rule,
+/// setting the documented `APPSTACK_CONFIG` would fail every load as an unknown key `config`.
+pub const NON_SETTING_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD"];
+
+/// True for an `APPSTACK_*` variable (prefix stripped) that is not a setting.
+fn is_not_a_setting(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    key.starts_with("TEST_") || NON_SETTING_ENV.contains(&key.as_str())
+}
 
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +88,7 @@ impl ConfigLoader {
     pub fn prefixed_env(mut self) -> Self {
         self.figment = self.figment.merge(
             Env::prefixed(ENV_PREFIX)
-                .ignore(NON_SETTING_ENV)
+                .filter(|key| !is_not_a_setting(key.as_str()))
                 .split("__"),
         );
         self

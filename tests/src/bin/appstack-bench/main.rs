@@ -21,6 +21,10 @@
 //!   verifications per second with the same parameters, in the same run. The goal is a
 //!   `login_to_argon2_ratio` of at least 0.9.
 //!
+//! - `auth-existence`: the median time of a wrong-password login for an email with an
+//!   account minus one without, with `auth.prevent_user_existence_errors` on and off, in
+//!   the same run (`--seconds` does not apply: a fixed count of logins).
+//!
 //! - `resilience`: the resilience pipeline's cost per call against the bare call, in the
 //!   same run (goal: at most 150 ns at p50 and no allocation), rejection while open (at
 //!   most 100 ns), a breaker shared by every core (at least half of one thread's rate),
@@ -30,6 +34,7 @@
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
+mod auth_existence;
 mod auth_login;
 mod auth_verify;
 mod measure;
@@ -63,6 +68,9 @@ enum Scenario {
     /// Logins per second through the real gRPC auth service, against raw argon2id
     /// verifications with the same parameters (goal: ratio >= 0.9).
     AuthLogin(AuthLoginArgs),
+    /// Median wrong-password login time for a known email minus an unknown one, with
+    /// `auth.prevent_user_existence_errors` on and off (goal: no measurable gap when on).
+    AuthExistence,
     /// The resilience pipeline's cost per call (goal: <= 150 ns, no allocation), rejection
     /// while open (<= 100 ns), contention on a shared breaker (>= 0.5 of one thread) and
     /// attempts per call in an outage (<= 1.2 + the budget's floor).
@@ -92,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::AuthVerify => auth_verify::run(cli.seconds),
         Scenario::AuthLogin(args) => auth_login::run(cli.seconds, &args),
+        Scenario::AuthExistence => auth_existence::run(),
         Scenario::Resilience => resilience::run(cli.seconds),
     }
 }
