@@ -265,7 +265,11 @@ async fn a_method_not_served_is_unimplemented_with_or_without_a_token() {
         let status = appstack_tests::raw_grpc::unary(channel.clone(), path, Vec::new())
             .await
             .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unimplemented,
+            "{path}: {status:?}"
+        );
     }
 }
 
@@ -298,7 +302,9 @@ async fn health_and_reflection_calls_are_labelled_as_themselves() {
         "{body}"
     );
     assert!(
-        body.contains(r#"service="grpc.reflection.v1.ServerReflection",method="ServerReflectionInfo""#),
+        body.contains(
+            r#"service="grpc.reflection.v1.ServerReflection",method="ServerReflectionInfo""#
+        ),
         "{body}"
     );
 }
