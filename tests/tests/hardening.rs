@@ -154,13 +154,21 @@ async fn calls_cancelled_at_random_points_leave_no_half_done_work() {
                             })
                             .await
                             .map(|r| (None, Some(r.into_inner().refresh_token))),
-                        _ => client
-                            .login(LoginRequest {
+                        _ => {
+                            let mut request = tonic::Request::new(LoginRequest {
                                 email: format!("u{}@example.com", call % 10),
                                 password: PASSWORD.into(),
-                            })
-                            .await
-                            .map(|r| (None, Some(r.into_inner().refresh_token))),
+                            });
+                            // Half of the logins also carry the deadline to the server
+                            // (`grpc-timeout`), which then ends the call itself.
+                            if call % 2 == 1 {
+                                request.set_timeout(deadline);
+                            }
+                            client
+                                .login(request)
+                                .await
+                                .map(|r| (None, Some(r.into_inner().refresh_token)))
+                        }
                     }
                 };
                 tokio::time::timeout(deadline, work).await
