@@ -513,7 +513,8 @@ impl AuthService for AuthApi {
     ) -> GrpcResult<pb::GetJwksResponse> {
         let result = self.keys.jwks().await.map(|keys| pb::GetJwksResponse {
             keys,
-            max_age_seconds: 300,
+            max_age_seconds: i64::try_from(crate::well_known::MAX_AGE.as_secs())
+                .unwrap_or(i64::MAX),
         });
         self.answer(result).await
     }
