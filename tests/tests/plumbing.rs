@@ -308,3 +308,47 @@ async fn health_and_reflection_calls_are_labelled_as_themselves() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_returned_inside_a_transaction_is_never_lent_again() {
+    let database = pg::test_database().await.unwrap();
+    let config = appstack_common::config::DatabaseConfig {
+        url: database.url.clone(),
+        max_connections: 1,
+        min_connections: 0,
+        ..Default::default()
+    };
+    let pool = db::connect_lazy(&config, "plumbing-test").unwrap();
+    // What a cancelled `Pool::begin` leaves behind: the server in a transaction that sqlx
+    // does not know of.
+    let backend = "SELECT pg_backend_pid()";
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(db::outside_transaction(&mut conn).await.unwrap());
+    let stale: i32 = sqlx::query_scalar(backend)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    assert!(!db::outside_transaction(&mut conn).await.unwrap());
+    drop(conn);
+    // The pool's only connection is checked when lent: the stale one is closed, a fresh one
+    // comes instead.
+    let mut conn = pool.acquire().await.unwrap();
+    let lent: i32 = sqlx::query_scalar(backend)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_ne!(
+        lent, stale,
+        "the connection left inside a transaction was lent again"
+    );
+    assert!(db::outside_transaction(&mut conn).await.unwrap());
+    // A clean connection is kept: the same backend is lent again.
+    drop(conn);
+    let mut conn = pool.acquire().await.unwrap();
+    let again: i32 = sqlx::query_scalar(backend)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(again, lent, "a clean connection was discarded");
+}

@@ -66,10 +66,13 @@ pub fn connect_lazy(config: &DatabaseConfig, application: &str) -> Result<PgPool
 /// `statement_timestamp()` equals `transaction_timestamp()` in the first statement of a
 /// transaction, which is every statement outside a transaction block.
 pub async fn outside_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let outside: bool =
-        sqlx::query_scalar("SELECT statement_timestamp() = transaction_timestamp()")
-            .fetch_one(conn)
-            .await?;
+    // The simple protocol: PostgreSQL sets both timestamps from the one Query message of an
+    // implicit transaction. (Through the extended protocol, Bind starts the transaction
+    // and Execute restamps the statement, so they differ even outside a block.)
+    let row = sqlx::raw_sql("SELECT statement_timestamp() = transaction_timestamp()")
+        .fetch_one(conn)
+        .await?;
+    let outside: bool = sqlx::Row::try_get(&row, 0)?;
     if !outside {
         tracing::warn!("a pooled connection was left inside a transaction; discarding it");
     }
