@@ -1,0 +1,18 @@
+//! AppStack's durable request queue.
+//!
+//! - [`state`]: the job state machine — which transitions are legal, and what each does to
+//!   the attempt count — as a pure function, so every transition the queue's SQL performs is
+//!   one this module allows (property-tested).
+//! - [`decide`]: what the worker does with an attempt's outcome (succeeded, permanent or
+//!   retryable failure, breaker open, bulkhead full, cancelled meanwhile): pure, given the
+//!   job, the route's retry policy, the wall-clock time and a jitter sample.
+//!
+//! Times here are wall-clock (`DateTime<Utc>`): they are stored in PostgreSQL and compared
+//! across processes. The resilience pipeline's monotonic instants are converted once, at
+//! the worker's edge, into the durations these functions take.
+
+pub mod decide;
+pub mod state;
+
+pub use decide::{Backoff, Decision, GiveUpReason, Outcome, RetryPolicy, decide, rescue};
+pub use state::{Event, IllegalTransition, JobState, Transition, transition};
