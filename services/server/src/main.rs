@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use appstack_common::config::ConfigLoader;
+use appstack_common::config::{ConfigLoader, LogConfig, LogFormat};
 use appstack_common::{shutdown, telemetry};
 use appstack_server::StackConfig;
 use appstack_server::auth_role::{self, Listeners};
@@ -27,6 +27,9 @@ enum Command {
     Migrate(ServeArgs),
     /// Run the whole stack on this machine with a private PostgreSQL.
     Dev(DevArgs),
+    /// Run the external-service simulator (HTTP/JSON and gRPC Processor) with fault
+    /// injection, for tests, benchmarks and trying the stack out.
+    Simulator(SimulatorArgs),
     /// Write a new Ed25519 signing key `<kid>.pem` into a keys folder (key rotation).
     Keygen {
         /// The keys folder (the auth.keys_dir of the services).
@@ -76,6 +79,23 @@ struct CommonFlags {
 
 /// `dev`'s sources, lowest first: its own defaults, file, `APPSTACK_*` environment (not
 /// `DATABASE_URL`), these flags. See `appstack_server::dev` for what `dev` owns.
+/// Options of `appstack simulator`.
+#[derive(Debug, Args)]
+struct SimulatorArgs {
+    /// HTTP/JSON listen address (`POST` any path; `/_simulator/calls`, `/_simulator/faults`).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    http_addr: SocketAddr,
+    /// gRPC `appstack.external.v1.Processor` listen address.
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    grpc_addr: SocketAddr,
+    /// The fault plan to start with, as JSON (e.g. `{"errorRate": 0.1}`); default: none.
+    #[arg(long, default_value = "{}")]
+    faults: String,
+    /// Log format: json or pretty.
+    #[arg(long, default_value = "pretty", value_parser = ["json", "pretty"])]
+    log_format: String,
+}
+
 #[derive(Debug, Args)]
 struct DevArgs {
     /// Where the private PostgreSQL, keys and admin password live; kept between runs.
@@ -160,6 +180,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (data_dir, config) = args.load()?;
             telemetry::init_logging(&config.log)?;
             dev::run(DevOptions { data_dir, config }, shutdown::on_signal()).await
+        }
+        Command::Simulator(args) => {
+            let log = LogConfig {
+                format: if args.log_format == "json" {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Pretty
+                },
+                ..LogConfig::default()
+            };
+            telemetry::init_logging(&log)?;
+            let plan: appstack_simulator::FaultPlan =
+                serde_json::from_str(&args.faults).context("--faults is not a fault plan")?;
+            let http = tokio::net::TcpListener::bind(args.http_addr)
+                .await
+                .with_context(|| format!("binding {}", args.http_addr))?;
+            let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
+                .await
+                .with_context(|| format!("binding {}", args.grpc_addr))?;
+            let simulator = appstack_simulator::Simulator::start(http, grpc, plan).await?;
+            eprintln!(
+                "appstack simulator: HTTP on {}, gRPC on {}; change faults with\n  curl -X PUT -d '{{\"errorRate\": 0.2}}' http://{}/_simulator/faults",
+                simulator.http, simulator.grpc, simulator.http
+            );
+            shutdown::on_signal().cancelled().await;
+            simulator.stop(std::time::Duration::from_secs(5)).await;
+            Ok(())
         }
         Command::Keygen { keys_dir, kid } => {
             let kid = kid.unwrap_or_else(appstack_auth::signing::new_kid);
