@@ -296,6 +296,23 @@ async fn an_explicit_jwks_uri_is_advertised_and_a_bad_one_refused() {
     assert!(problems.is_empty(), "{problems:?}");
 }
 
+/// Runs PyJWT's relying-party path against `server` for `token`; its stdout (the claims).
+async fn pyjwt_verify(python: &std::path::Path, server: &AuthServer, token: &str) -> String {
+    let discovery_url = format!("http://{}/.well-known/openid-configuration", server.admin);
+    let issuer = server.config.auth.issuer.clone();
+    let audience = server.config.auth.audience.clone();
+    let (python, token) = (python.to_owned(), token.to_owned());
+    tokio::task::spawn_blocking(move || {
+        run_python(
+            &python,
+            PYJWT_VERIFY,
+            &[&discovery_url, &token, &audience, &issuer],
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// The whole relying-party path with an independent library: discovery → jwks_uri → key by
 /// `kid` → signature, `alg`, `aud`, `iss`, `exp`.
 #[tokio::test]
@@ -310,21 +327,7 @@ async fn pyjwt_verifies_our_tokens_through_discovery() {
     let tokens = sign_up_and_login(&mut client, "interop@example.com", PASSWORD)
         .await
         .unwrap();
-    let discovery_url = format!("http://{}/.well-known/openid-configuration", server.admin);
-    let (issuer, audience) = (
-        server.config.auth.issuer.clone(),
-        server.config.auth.audience.clone(),
-    );
-    let token = tokens.access_token.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_python(
-            &python,
-            PYJWT_VERIFY,
-            &[&discovery_url, &token, &audience, &issuer],
-        )
-    })
-    .await
-    .unwrap();
+    let out = pyjwt_verify(&python, &server, &tokens.access_token).await;
     let claims: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(claims["sub"], tokens.subject.as_str());
     assert_eq!(claims["email"], "interop@example.com");
@@ -399,21 +402,7 @@ async fn an_openssl_genpkey_key_signs_tokens_that_verify() {
     assert_eq!(me.subject, tokens.subject);
 
     if let Some(python) = python() {
-        let discovery_url = format!("http://{}/.well-known/openid-configuration", server.admin);
-        let (issuer, audience) = (
-            server.config.auth.issuer.clone(),
-            server.config.auth.audience.clone(),
-        );
-        let token = tokens.access_token.clone();
-        tokio::task::spawn_blocking(move || {
-            run_python(
-                &python,
-                PYJWT_VERIFY,
-                &[&discovery_url, &token, &audience, &issuer],
-            )
-        })
-        .await
-        .unwrap();
+        pyjwt_verify(&python, &server, &tokens.access_token).await;
     }
     server.stop().await.unwrap();
 }

@@ -182,6 +182,18 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// How long to wait before answering (or dropping).
+    pub fn delay(&self) -> Duration {
+        match *self {
+            Action::Succeed { delay, .. }
+            | Action::Fail { delay, .. }
+            | Action::Throttle { delay, .. }
+            | Action::Drop { delay } => delay,
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

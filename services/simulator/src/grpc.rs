@@ -37,13 +37,10 @@ impl Processor for Echo {
             return Err(Status::invalid_argument("payload must be JSON"));
         };
         let action = self.shared.next_action();
-        let (delay, ended) = match action {
-            Action::Succeed { delay, .. } => (delay, Ended::Succeeded),
-            Action::Fail { delay, .. } => (delay, Ended::Failed),
-            Action::Throttle { delay, .. } => (delay, Ended::Throttled),
-            Action::Drop { delay } => (delay, Ended::Dropped),
-        };
-        self.shared.ledger().record(&req.idempotency_key, ended);
+        let delay = action.delay();
+        self.shared
+            .ledger()
+            .record(&req.idempotency_key, Ended::of(&action));
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -67,13 +67,8 @@ async fn process(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         return (StatusCode::BAD_REQUEST, "the body must be JSON").into_response();
     };
     let action = shared.next_action();
-    let (delay, ended) = match action {
-        Action::Succeed { delay, .. } => (delay, Ended::Succeeded),
-        Action::Fail { delay, .. } => (delay, Ended::Failed),
-        Action::Throttle { delay, .. } => (delay, Ended::Throttled),
-        Action::Drop { delay } => (delay, Ended::Dropped),
-    };
-    shared.ledger().record(&key, ended);
+    let delay = action.delay();
+    shared.ledger().record(&key, Ended::of(&action));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -65,6 +65,19 @@ pub enum Ended {
     Dropped,
 }
 
+impl Ended {
+    /// How a call given `action` ends.
+    pub fn of(action: &crate::faults::Action) -> Self {
+        use crate::faults::Action;
+        match action {
+            Action::Succeed { .. } => Ended::Succeeded,
+            Action::Fail { .. } => Ended::Failed,
+            Action::Throttle { .. } => Ended::Throttled,
+            Action::Drop { .. } => Ended::Dropped,
+        }
+    }
+}
+
 impl Ledger {
     /// Records a call with `key` (empty: none) that ended `ended`.
     pub fn record(&self, key: &str, ended: Ended) {
