@@ -3,7 +3,7 @@
 //! - [`state`]: the job state machine — which transitions are legal, and what each does to
 //!   the attempt count — as a pure function, so every transition the queue's SQL performs is
 //!   one this module allows (property-tested).
-//! - [`decide`]: what the worker does with an attempt's outcome (succeeded, permanent or
+//! - [`decide`](mod@decide): what the worker does with an attempt's outcome (succeeded, permanent or
 //!   retryable failure, breaker open, bulkhead full, cancelled meanwhile): pure, given the
 //!   job, the route's retry policy, the wall-clock time and a jitter sample.
 //!
