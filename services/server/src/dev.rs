@@ -82,6 +82,11 @@ pub fn default_config(data_dir: &Path) -> StackConfig {
     config
 }
 
+/// The JWKS on the admin port at `admin`, as the discovery document gives it in `dev`.
+fn local_jwks_uri(admin: SocketAddr) -> String {
+    format!("http://{admin}/.well-known/jwks.json")
+}
+
 /// Runs the development stack until `shutdown`.
 ///
 /// # Errors
@@ -110,6 +115,10 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     let _lock = lock::DataDirLock::acquire(&data_dir)?;
     // Before PostgreSQL: a taken port then costs nothing to start or undo.
     let listeners = Listeners::bind(&config).await?;
+    // The discovery document must point at a JWKS this machine serves: the admin port.
+    if config.auth.jwks_uri.is_none() {
+        config.auth.jwks_uri = Some(local_jwks_uri(listeners.admin.local_addr()?));
+    }
     eprintln!(
         "appstack dev: starting PostgreSQL in {}",
         data_dir.join("postgres").display()
@@ -211,6 +220,7 @@ fn print_banner(
         String::new(),
         format!("  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)"),
         format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
+        format!("  JWKS          {}", local_jwks_uri(admin)),
         format!("  PostgreSQL    {db}"),
         format!("  data folder   {data}"),
         format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),

@@ -211,17 +211,24 @@ impl Drop for Process {
 
 /// The status of `GET /readyz` on the admin port, or `None` if nothing answered.
 fn readyz(admin: u16) -> Option<u16> {
+    admin_get(admin, "/readyz")?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The whole response to `GET path` on the admin port, or `None` if nothing answered.
+fn admin_get(admin: u16, path: &str) -> Option<String> {
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&loopback(admin), timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(String::from_utf8_lossy(&response).into_owned())
 }
 
 /// Logs in as the dev admin (password from the data folder); returns `expiresIn`.
@@ -296,6 +303,15 @@ fn a_second_dev_on_the_same_folder_is_refused_and_the_first_keeps_serving() {
     );
     assert_eq!(folder.listing("auth-keys"), keys);
     assert_eq!(readyz(admin), Some(200), "{}", first.output());
+    // The discovery document points at the JWKS this dev stack serves.
+    let discovery = admin_get(admin, "/.well-known/openid-configuration").unwrap();
+    let jwks = format!("http://127.0.0.1:{admin}/.well-known/jwks.json");
+    assert!(discovery.contains(&jwks), "{discovery}");
+    assert!(
+        admin_get(admin, "/.well-known/jwks.json")
+            .unwrap()
+            .contains(r#""kty":"OKP""#)
+    );
 
     let (status, output) = first.terminate();
     assert!(status.success(), "{status}:\n{output}");
