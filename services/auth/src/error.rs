@@ -40,9 +40,6 @@ pub enum AuthError {
     /// The database failed; handlers explain it ([`DbFailure`]) before answering.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The database failed, explained.
-    #[error(transparent)]
-    Db(DbFailure),
     /// The caller went away before the work that needs it (the caller never sees this).
     #[error("the caller went away")]
     CallerGone,
@@ -98,7 +95,6 @@ impl From<AuthError> for Status {
                 std::time::Duration::from_millis(200),
             ),
             AuthError::Database(error) => DbFailure::classify(error).into(),
-            AuthError::Db(failure) => failure.into(),
             AuthError::CallerGone => Status::cancelled("the caller went away"),
             other => {
                 tracing::error!(error = %other, "internal error");

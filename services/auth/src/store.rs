@@ -181,13 +181,13 @@ impl Store {
             disabled_at: Option<DateTime<Utc>>,
             created_at: Option<DateTime<Utc>>,
         }
-        if !throttle_unknown && self.user_by_email(normalized_email).await?.is_none() {
-            return Ok(None);
-        }
         let mut tx = self.pool.begin().await?;
-        let row: Attempt = sqlx::query_as(
+        // Not throttling unknown emails: no row is made (and none returned) for them.
+        let row: Option<Attempt> = sqlx::query_as(
             "WITH attempt AS (
-                 INSERT INTO auth.login_attempts (email_normalized) VALUES ($1)
+                 INSERT INTO auth.login_attempts (email_normalized)
+                 SELECT $1 WHERE $2 OR EXISTS
+                     (SELECT 1 FROM auth.users WHERE email_normalized = $1)
                  ON CONFLICT (email_normalized) DO UPDATE SET updated_at = now()
                  RETURNING failures, locked_until
              )
@@ -196,8 +196,13 @@ impl Store {
              FROM attempt a LEFT JOIN auth.users u ON u.email_normalized = $1",
         )
         .bind(normalized_email)
-        .fetch_one(&mut *tx)
+        .bind(throttle_unknown)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
         let user = match (
             row.id,
             row.email,

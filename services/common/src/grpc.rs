@@ -2,7 +2,6 @@
 //! reflection (v1 and v1alpha, so older grpcurl works), HTTP/2 keepalive and stream limits,
 //! and a graceful shutdown bounded by a deadline.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -161,7 +160,6 @@ where
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ]);
     let table = Arc::new(MethodTable::new(&all_sets, &served));
-    let known_methods: Arc<HashSet<String>> = Arc::new(table.paths().map(str::to_owned).collect());
 
     for name in &names {
         health
@@ -178,7 +176,7 @@ where
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_max_header_list_size(Some(HTTP2_HEADER_LIST_LIMIT))
-        .layer(metrics.layer(known_methods))
+        .layer(metrics.layer(table.clone()))
         .layer(crate::oversize::OversizeAsResourceExhausted)
         .layer(MetadataLimitLayer::new(config.max_metadata_bytes))
         .layer(RequestCheckLayer::new(table, config.max_message_bytes))

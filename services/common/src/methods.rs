@@ -129,11 +129,6 @@ impl MethodTable {
     pub fn message(&self, name: &str) -> Option<&MessageShape> {
         self.messages.get(name)
     }
-
-    /// Every served method path.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.methods.keys().map(String::as_str)
-    }
 }
 
 fn qualify(scope: &str, name: &str) -> String {

@@ -2,7 +2,6 @@
 //! gRPC method, with the status taken from `grpc-status` (response headers for trailers-only
 //! errors, the trailers otherwise), so streaming calls are measured to their end.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -21,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tonic::Code;
 use tower::{Layer, Service};
 
+use crate::methods::MethodTable;
 use crate::status::code_name;
 
 /// The process's metric registry, shared by every component that registers metrics.
@@ -117,13 +117,13 @@ impl GrpcMetrics {
         metrics
     }
 
-    /// Tower layer that records every call through it. Calls to paths outside
-    /// `known_methods` share the `unknown` labels, so clients sending made-up paths cannot grow
-    /// the label set.
-    pub fn layer(&self, known_methods: Arc<HashSet<String>>) -> GrpcMetricsLayer {
+    /// Tower layer that records every call through it. Calls to paths that are not served
+    /// methods of `methods` share the `unknown` labels, so clients sending made-up paths cannot
+    /// grow the label set.
+    pub fn layer(&self, methods: Arc<MethodTable>) -> GrpcMetricsLayer {
         GrpcMetricsLayer {
             metrics: self.clone(),
-            known_methods,
+            methods,
         }
     }
 }
@@ -132,7 +132,7 @@ impl GrpcMetrics {
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     metrics: GrpcMetrics,
-    known_methods: Arc<HashSet<String>>,
+    methods: Arc<MethodTable>,
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
@@ -141,7 +141,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
         GrpcMetricsService {
             inner,
             metrics: self.metrics.clone(),
-            known_methods: self.known_methods.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -151,7 +151,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetricsService<S> {
     inner: S,
     metrics: GrpcMetrics,
-    known_methods: Arc<HashSet<String>>,
+    methods: Arc<MethodTable>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcMetricsService<S>
@@ -170,7 +170,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let (service, method) = labels_for(path, &self.known_methods);
+        let (service, method) = labels_for(path, &self.methods);
         let recorder = CallRecorder::start(self.metrics.clone(), service, method);
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -245,14 +245,12 @@ impl Drop for CallRecorder {
     }
 }
 
-/// Splits `/pkg.Service/Method` when it is a known method; `unknown` otherwise.
-fn labels_for(path: &str, known_methods: &HashSet<String>) -> (String, String) {
-    if known_methods.contains(path)
-        && let Some((service, method)) = path.trim_start_matches('/').split_once('/')
-    {
-        return (service.to_owned(), method.to_owned());
+/// The service and method of a served method; `unknown` otherwise.
+fn labels_for(path: &str, methods: &MethodTable) -> (String, String) {
+    match methods.method(path) {
+        Some(info) => (info.service.clone(), info.method.clone()),
+        None => ("unknown".into(), "unknown".into()),
     }
-    ("unknown".into(), "unknown".into())
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
@@ -315,7 +313,10 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
-        let known: HashSet<String> = ["/appstack.auth.v1.AuthService/Login".to_owned()].into();
+        let known = MethodTable::new(
+            &[appstack_proto::FILE_DESCRIPTOR_SET],
+            &["appstack.auth.v1.AuthService"],
+        );
         assert_eq!(
             labels_for("/appstack.auth.v1.AuthService/Login", &known),
             ("appstack.auth.v1.AuthService".into(), "Login".into())

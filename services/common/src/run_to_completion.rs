@@ -33,11 +33,6 @@ impl CallerGone {
         self.token.is_cancelled()
     }
 
-    /// Completes when the caller goes away.
-    pub async fn gone(&self) {
-        self.token.cancelled().await;
-    }
-
     /// The caller's state for `request`; a request served outside the layer (a test calling
     /// a handler directly) counts as a caller that stays.
     pub fn of<T>(request: &tonic::Request<T>) -> Self {

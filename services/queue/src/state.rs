@@ -68,11 +68,6 @@ impl JobState {
             JobState::Cancelled => "cancelled",
         }
     }
-
-    /// The state stored as `name`.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
 }
 
 /// Something that happens to a job.
@@ -184,14 +179,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for state in JobState::ALL {
-            assert_eq!(JobState::parse(state.as_str()), Some(state));
-        }
-        assert_eq!(JobState::parse("nope"), None);
-    }
 
     #[test]
     fn terminal_states_only_leave_by_requeue() {

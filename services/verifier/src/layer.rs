@@ -37,11 +37,6 @@ impl AuthLayer {
         self
     }
 
-    /// The methods allowed without a token (to check them against what is served).
-    pub fn anonymous_paths(&self) -> impl Iterator<Item = &str> {
-        self.anonymous.iter().map(String::as_str)
-    }
-
     fn is_anonymous(&self, path: &str) -> bool {
         self.anonymous.contains(path)
     }
