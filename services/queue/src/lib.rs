@@ -7,12 +7,17 @@
 //!   retryable failure, breaker open, bulkhead full, cancelled meanwhile): pure, given the
 //!   job, the route's retry policy, the wall-clock time and a jitter sample.
 //!
+//! - [`store`]: the PostgreSQL queue that performs them — submit, claim (`FOR UPDATE SKIP
+//!   LOCKED`, batched), heartbeat, complete (batched), cancel, rescue, requeue, purge — and
+//!   the LISTEN/NOTIFY wake-ups.
+//!
 //! Times here are wall-clock (`DateTime<Utc>`): they are stored in PostgreSQL and compared
 //! across processes. The resilience pipeline's monotonic instants are converted once, at
 //! the worker's edge, into the durations these functions take.
 
 pub mod decide;
 pub mod state;
+pub mod store;
 
 pub use decide::{Backoff, Decision, GiveUpReason, Outcome, RetryPolicy, decide, rescue};
 pub use state::{Event, IllegalTransition, JobState, Transition, transition};
