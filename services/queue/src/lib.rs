@@ -16,6 +16,7 @@
 //! the worker's edge, into the durations these functions take.
 
 pub mod decide;
+pub mod page_token;
 pub mod state;
 pub mod store;
 

@@ -1,0 +1,293 @@
+//! One execution: the call through the pipeline, and what it amounts to for the queue.
+
+use std::time::Duration;
+
+use appstack_queue::decide::Outcome;
+use appstack_queue::store::Failure;
+use appstack_resilience::pipeline::Executed;
+use appstack_resilience::{ResilienceError, retry::Stop};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::Executor;
+use crate::json::check_result;
+use crate::reply::{CallError, Reply, grpc_code_name};
+use crate::transport::Outgoing;
+
+/// One request to execute.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The request id; also the idempotency key sent.
+    pub request_id: Uuid,
+    /// Its kind.
+    pub kind: &'a str,
+    /// Its payload (JSON text).
+    pub payload: &'a str,
+    /// The execution's number (the job attempt), from 1.
+    pub attempt: u32,
+    /// The caller's deadline, converted to the monotonic clock at the caller's edge; the
+    /// route's timeout applies too, whichever is sooner.
+    pub deadline: Option<Instant>,
+}
+
+/// What one execution came to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Execution {
+    /// For the queue's decision.
+    pub outcome: Outcome,
+    /// The result (JSON text), when it succeeded.
+    pub result: Option<String>,
+    /// The failure to record, when it did not.
+    pub failure: Option<Failure>,
+    /// Calls made to the service (in-call retries included; 0 when refused).
+    pub calls: u32,
+}
+
+impl Execution {
+    fn failed(
+        outcome: Outcome,
+        reason: &str,
+        message: String,
+        retryable: bool,
+        calls: u32,
+    ) -> Self {
+        Self {
+            outcome,
+            result: None,
+            failure: Some(Failure {
+                reason: reason.to_owned(),
+                message,
+                retryable,
+            }),
+            calls,
+        }
+    }
+}
+
+impl Executor {
+    /// Executes `call` on its route's service. A kind with no route is a permanent failure
+    /// (`unknown_kind`: its route was removed after it was queued).
+    pub async fn execute(&self, call: Call<'_>) -> Execution {
+        let Some(route) = self.route(call.kind) else {
+            return Execution::failed(
+                Outcome::Permanent {
+                    reason: "unknown_kind".into(),
+                },
+                "unknown_kind",
+                format!("no route for kind {:?} any more", call.kind),
+                false,
+                0,
+            );
+        };
+        let started = Instant::now();
+        let route_end = started + route.timeout;
+        let deadline = call.deadline.map_or(route_end, |d| d.min(route_end));
+        let service = &route.service;
+        let deadline = service.pipeline.deadline(Some(deadline));
+        let executed = service
+            .pipeline
+            .execute_until(deadline, |ctx| {
+                service.transport.call(Outgoing {
+                    request_id: call.request_id,
+                    kind: call.kind,
+                    payload: call.payload,
+                    attempt: call.attempt,
+                    timeout: ctx.timeout,
+                })
+            })
+            .await;
+        let execution = judge(executed, self.max_result_bytes, Instant::now());
+        self.metrics
+            .record(route, &execution, started.elapsed(), execution.calls);
+        execution
+    }
+}
+
+/// What a pipeline execution amounts to, at `now`.
+pub(crate) fn judge(
+    executed: Executed<Reply, CallError>,
+    max_result_bytes: usize,
+    now: Instant,
+) -> Execution {
+    let calls = executed.attempts;
+    let budget_out = executed.stop == Stop::BudgetExhausted;
+    let mut execution = match executed.value {
+        Ok(Reply::Http {
+            status,
+            headers,
+            body,
+        }) => {
+            if status.is_success() {
+                succeeded(&body, max_result_bytes, calls)
+            } else {
+                let retryable = is_retryable_http(status.as_u16());
+                let retry_after = headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        appstack_resilience::retry::classify::retry_after(
+                            v,
+                            std::time::SystemTime::now(),
+                        )
+                    });
+                let reason = format!("http_{}", status.as_u16());
+                let message = body_excerpt(&body, status.canonical_reason().unwrap_or(""));
+                failure(reason, message, retryable, retry_after, calls)
+            }
+        }
+        Ok(Reply::Grpc(Ok(result))) => succeeded(result.as_bytes(), max_result_bytes, calls),
+        Ok(Reply::Grpc(Err(status))) => {
+            let retryable = is_retryable_grpc(status.code());
+            let pushback = status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_millis);
+            let reason = format!("grpc_{}", grpc_code_name(status.code()));
+            failure(
+                reason,
+                status.message().to_owned(),
+                retryable,
+                pushback,
+                calls,
+            )
+        }
+        Err(ResilienceError::CircuitOpen { next_probe_at, .. }) => Execution {
+            outcome: Outcome::BreakerOpen {
+                // Half-open with every probe in flight, or forced open: look again shortly.
+                probe_in: next_probe_at.map_or(Duration::from_secs(1), |at| {
+                    at.saturating_duration_since(now)
+                }),
+            },
+            result: None,
+            failure: Some(Failure {
+                reason: "circuit_open".into(),
+                message: "the service's circuit breaker is open; not called".into(),
+                retryable: true,
+            }),
+            calls: 0,
+        },
+        Err(ResilienceError::BulkheadFull { reason }) => Execution {
+            outcome: Outcome::BulkheadFull,
+            result: None,
+            failure: Some(Failure {
+                reason: "bulkhead_full".into(),
+                message: format!("{reason}; not called"),
+                retryable: true,
+            }),
+            calls: 0,
+        },
+        Err(ResilienceError::DeadlineExceeded | ResilienceError::Timeout) => failure(
+            "timeout".into(),
+            "the service did not answer in time".into(),
+            true,
+            None,
+            calls,
+        ),
+        Err(ResilienceError::Inner(CallError::Transport(message))) => {
+            failure("connection_error".into(), message, true, None, calls)
+        }
+        Err(ResilienceError::Inner(CallError::TooLarge { limit })) => failure(
+            "result_too_large".into(),
+            format!("the result is larger than requests.maxResultBytes ({limit} bytes)"),
+            false,
+            None,
+            calls,
+        ),
+    };
+    if budget_out && let Some(failure) = execution.failure.as_mut() {
+        failure
+            .message
+            .push_str(" (in-call retries stopped: the retry budget is spent)");
+    }
+    execution
+}
+
+fn succeeded(body: &[u8], max_result_bytes: usize, calls: u32) -> Execution {
+    let text = match std::str::from_utf8(body) {
+        // An empty 2xx body is a result without content.
+        Ok("") => "null",
+        Ok(text) => text,
+        Err(_) => {
+            return failure(
+                "invalid_result".into(),
+                "the result is not UTF-8 text".into(),
+                false,
+                None,
+                calls,
+            );
+        }
+    };
+    match check_result(text, max_result_bytes) {
+        Ok(()) => Execution {
+            outcome: Outcome::Succeeded,
+            result: Some(text.to_owned()),
+            failure: None,
+            calls,
+        },
+        Err(problem) => failure(
+            "invalid_result".into(),
+            format!("the result {problem}"),
+            false,
+            None,
+            calls,
+        ),
+    }
+}
+
+fn failure(
+    reason: String,
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+    calls: u32,
+) -> Execution {
+    let outcome = if retryable {
+        Outcome::Retryable {
+            reason: reason.clone(),
+            retry_after,
+        }
+    } else {
+        Outcome::Permanent {
+            reason: reason.clone(),
+        }
+    };
+    Execution::failed(outcome, &reason, message, retryable, calls)
+}
+
+/// The same statuses the pipeline retries in-call ([`HttpClassifier`]'s defaults).
+///
+/// [`HttpClassifier`]: appstack_resilience::retry::classify::HttpClassifier
+fn is_retryable_http(status: u16) -> bool {
+    appstack_resilience::retry::classify::HttpClassifier::DEFAULT_RETRYABLE.contains(status)
+}
+
+/// The codes the `Processor` contract calls retryable: UNAVAILABLE, RESOURCE_EXHAUSTED,
+/// DEADLINE_EXCEEDED and ABORTED — the pipeline's in-call defaults plus ABORTED, which a
+/// redelivery (a whole new execution) may retry where an in-call retry must not — and
+/// UNKNOWN and INTERNAL, which a crashing server sends (as HTTP 500).
+fn is_retryable_grpc(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
+/// The start of an error body, for the record: enough to recognise, never the whole thing.
+fn body_excerpt(body: &[u8], fallback: &str) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let text = text.trim();
+    if text.is_empty() {
+        fallback.to_owned()
+    } else {
+        text.to_owned()
+    }
+}

@@ -1,0 +1,179 @@
+//! `appstack.worker.v1.WorkerAdmin`: queue statistics, dead letters, requeue. Admin only.
+
+use std::collections::BTreeMap;
+
+use appstack_common::db_failure::DbHealth;
+use appstack_proto::worker::v1 as pb;
+use appstack_proto::worker::v1::worker_admin_server::WorkerAdmin;
+use appstack_queue::page_token;
+use appstack_queue::store::{Notifier, Queue, StoreError};
+use appstack_verifier::require_role;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+/// The role WorkerAdmin requires.
+pub const ADMIN_ROLE: &str = "admin";
+/// Largest page of ListDeadLetters.
+const MAX_PAGE: u32 = 500;
+/// Page size when none is asked for.
+const DEFAULT_PAGE: u32 = 50;
+/// Most ids one Requeue takes.
+const MAX_REQUEUE: usize = 1000;
+
+/// The WorkerAdmin service over the queue.
+#[derive(Clone, Debug)]
+pub struct WorkerAdminApi {
+    queue: Queue,
+    notifier: Notifier,
+    db: DbHealth,
+}
+
+impl WorkerAdminApi {
+    /// The service.
+    pub fn new(queue: Queue, notifier: Notifier) -> Self {
+        let db = DbHealth::new(queue.pool().clone());
+        Self {
+            queue,
+            notifier,
+            db,
+        }
+    }
+
+    async fn failed(&self, error: StoreError) -> Status {
+        match error {
+            StoreError::Db(error) => self.db.explain(error).await.into(),
+            StoreError::Corrupt(what) => Status::internal(what),
+        }
+    }
+}
+
+fn kind_filter(kind: &str) -> Option<&str> {
+    (!kind.is_empty()).then_some(kind)
+}
+
+#[tonic::async_trait]
+impl WorkerAdmin for WorkerAdminApi {
+    async fn queue_stats(
+        &self,
+        request: Request<pb::QueueStatsRequest>,
+    ) -> Result<Response<pb::QueueStatsResponse>, Status> {
+        require_role(&request, ADMIN_ROLE)?;
+        let kind = request.get_ref().kind.clone();
+        let stats = match self.queue.stats(kind_filter(&kind), true).await {
+            Ok(stats) => stats,
+            Err(error) => return Err(self.failed(error).await),
+        };
+        let mut per_state: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for count in &stats.counts {
+            *per_state.entry(count.state.as_str()).or_default() += count.count;
+        }
+        Ok(Response::new(pb::QueueStatsResponse {
+            states: per_state
+                .into_iter()
+                .map(|(state, count)| pb::StateCount {
+                    state: state.into(),
+                    count,
+                })
+                .collect(),
+            oldest_ready_age: prost_types::Duration::try_from(stats.oldest_ready_age).ok(),
+            in_flight: stats.in_flight,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        require_role(&request, ADMIN_ROLE)?;
+        let input = request.get_ref();
+        let size = match input.page_size {
+            0 => DEFAULT_PAGE,
+            n if n <= MAX_PAGE => n,
+            n => {
+                return Err(appstack_common::status::invalid_fields([(
+                    "page_size",
+                    format!("must be between 1 and {MAX_PAGE}, got {n}"),
+                )]));
+            }
+        };
+        let before = page_token::decode(&input.page_token).map_err(|e| {
+            appstack_common::status::invalid_fields([("page_token", e.to_string())])
+        })?;
+        let page = match self
+            .queue
+            .dead_letters(kind_filter(&input.kind), before, size)
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => return Err(self.failed(error).await),
+        };
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: page
+                .items
+                .into_iter()
+                .map(|dead| pb::DeadLetter {
+                    request_id: dead.request_id.to_string(),
+                    kind: dead.kind,
+                    attempts: dead.attempts,
+                    reason: dead.reason,
+                    message: dead.message,
+                    died_at: Some(timestamp(dead.died_at)),
+                })
+                .collect(),
+            next_page_token: page.next.map(page_token::encode).unwrap_or_default(),
+        }))
+    }
+
+    async fn requeue(
+        &self,
+        request: Request<pb::RequeueRequest>,
+    ) -> Result<Response<pb::RequeueResponse>, Status> {
+        require_role(&request, ADMIN_ROLE)?;
+        let input = request.get_ref();
+        if input.request_ids.is_empty() || input.request_ids.len() > MAX_REQUEUE {
+            return Err(appstack_common::status::invalid_fields([(
+                "request_ids",
+                format!(
+                    "must hold 1 to {MAX_REQUEUE} ids, got {}",
+                    input.request_ids.len()
+                ),
+            )]));
+        }
+        let mut ids = Vec::with_capacity(input.request_ids.len());
+        let mut bad = Vec::new();
+        for (i, id) in input.request_ids.iter().enumerate() {
+            match Uuid::try_parse(id) {
+                Ok(id) => ids.push(id),
+                Err(_) => bad.push((format!("request_ids[{i}]"), "is not a request id (a UUID)")),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(appstack_common::status::invalid_fields(bad));
+        }
+        let requeued = match self.queue.requeue(&ids).await {
+            Ok(requeued) => requeued,
+            Err(error) => return Err(self.failed(error).await),
+        };
+        if !requeued.is_empty() {
+            self.notifier.jobs_ready();
+            self.notifier.events_written();
+        }
+        let skipped = input
+            .request_ids
+            .iter()
+            .filter(|id| Uuid::try_parse(id).is_ok_and(|id| !requeued.contains(&id)))
+            .cloned()
+            .collect();
+        Ok(Response::new(pb::RequeueResponse {
+            requeued: requeued.iter().map(Uuid::to_string).collect(),
+            skipped,
+        }))
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
