@@ -31,6 +31,11 @@
 //!   the layer over a real tonic call on loopback, and attempts per call in a total outage
 //!   (at most 1.2 plus the budget's floor).
 //!
+//! - `queue`: the PostgreSQL queue alone (claim a batch, no-op, complete it): claims per
+//!   second with an empty history, with a million finished requests in the tables
+//!   (`history_ratio`, goal ≥ 0.9), and while another session holds a snapshot open
+//!   (`xmin_held_ratio`, goal ≥ 0.8).
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -38,6 +43,7 @@ mod auth_existence;
 mod auth_login;
 mod auth_verify;
 mod measure;
+mod queue;
 mod resilience;
 
 use std::time::Duration;
@@ -75,6 +81,10 @@ enum Scenario {
     /// while open (<= 100 ns), contention on a shared breaker (>= 0.5 of one thread) and
     /// attempts per call in an outage (<= 1.2 + the budget's floor).
     Resilience,
+    /// The PostgreSQL queue alone (claim, no-op, complete): claims per second, the same
+    /// with a million finished requests in the tables (goal: ratio >= 0.9), and while a
+    /// snapshot is held open (goal: ratio >= 0.8).
+    Queue,
 }
 
 /// Options of `auth-login`.
@@ -102,5 +112,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::AuthLogin(args) => auth_login::run(cli.seconds, &args),
         Scenario::AuthExistence => auth_existence::run(),
         Scenario::Resilience => resilience::run(cli.seconds),
+        Scenario::Queue => queue::run(cli.seconds),
     }
 }
