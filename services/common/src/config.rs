@@ -14,8 +14,9 @@
 use std::path::Path;
 
 use appstack_config::{InvalidConfig, Problems, Validate};
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The environment prefix of every setting: `APPSTACK_DATABASE__URL` sets `database.url`.
@@ -75,6 +76,38 @@ fn snake_to_camel(part: &str) -> String {
         }
     }
     camel
+}
+
+/// `maxConnections` (any case of the first letter) → `MAX_CONNECTIONS`.
+fn camel_to_snake(part: &str) -> String {
+    let mut snake = String::with_capacity(part.len() + 4);
+    for c in part.chars() {
+        if c.is_ascii_uppercase() && !snake.is_empty() {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_uppercase());
+    }
+    snake
+}
+
+/// The `APPSTACK_*` environment as settings, named in errors by both the camelCase path
+/// and the variable: `auth.accessTokenTtl (APPSTACK_AUTH__ACCESS_TOKEN_TTL)` (figment's own
+/// `Env` would say `AUTH.ACCESSTOKENTTL`).
+struct SettingsEnv(Env);
+
+impl Provider for SettingsEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, keys: &[&str]| {
+                let variable: Vec<String> = keys.iter().map(|k| camel_to_snake(k)).collect();
+                format!("{} ({ENV_PREFIX}{})", keys.join("."), variable.join("__"))
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
 }
 
 /// A configuration that could not be loaded or is not valid.
@@ -146,7 +179,7 @@ impl ConfigLoader {
                 self.map_variables.push((name.into_owned(), map));
             }
         }
-        self.figment = self.figment.merge(
+        self.figment = self.figment.merge(SettingsEnv(
             Env::prefixed(ENV_PREFIX)
                 .filter_map(|key| match env_key(key.as_str()) {
                     EnvKey::Setting(path) => Some(path.into()),
@@ -154,7 +187,7 @@ impl ConfigLoader {
                 })
                 // After `filter_map`, which resets it: keep the camelCase paths.
                 .lowercase(false),
-        );
+        ));
         self
     }
 
@@ -307,6 +340,17 @@ perSecond = 1000
         assert_eq!(cfg.requests.submit_rate["admin"].per_second, 1000);
         assert_eq!(cfg.requests.submit_rate["admin"].burst, 200);
         assert!(cfg.requests.submit_rate.contains_key("default"));
+    }
+
+    #[test]
+    fn errors_name_the_variable_back() {
+        assert_eq!(camel_to_snake("accessTokenTtl"), "ACCESS_TOKEN_TTL");
+        assert_eq!(camel_to_snake("auth"), "AUTH");
+        let md = SettingsEnv(Env::prefixed(ENV_PREFIX)).metadata();
+        assert_eq!(
+            md.interpolate(&Profile::Default, &["auth", "password", "memoryKib"]),
+            "auth.password.memoryKib (APPSTACK_AUTH__PASSWORD__MEMORY_KIB)"
+        );
     }
 
     #[test]
