@@ -1,7 +1,8 @@
 //! AppStack's gRPC contracts, generated from the `.proto` files beside this crate.
 //!
-//! Every contract is a versioned package: [`auth::v1`], [`requests::v1`] (`appstack.main.v1`),
-//! [`worker::v1`] and [`external::v1`]. [`FILE_DESCRIPTOR_SET`] is what servers publish
+//! Every contract is a versioned package, and its Rust module is named after it:
+//! [`auth::v1`] (`appstack.auth.v1`), [`main::v1`] (`appstack.main.v1`), [`worker::v1`] and
+//! [`external::v1`]. [`FILE_DESCRIPTOR_SET`] is what servers publish
 //! through gRPC reflection.
 
 #![allow(missing_docs)] // generated code; the .proto files carry the documentation.
@@ -20,7 +21,7 @@ pub mod auth {
 }
 
 /// `appstack.main.v1`: the public request API.
-pub mod requests {
+pub mod main {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("appstack.main.v1");

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use appstack_config::StackConfig;
 use appstack_proto::auth::v1::auth_service_client::AuthServiceClient;
-use appstack_server::StackConfig;
-use appstack_server::auth_role::{self, Listeners};
+use appstack_server::auth_service;
+use appstack_server::runner::{self, Listeners};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,8 @@ pub struct AuthServer {
 }
 
 /// argon2 parameters cheap enough for functional tests (the benchmark uses OWASP's).
-pub fn cheap_password_config() -> appstack_auth::config::PasswordConfig {
-    appstack_auth::config::PasswordConfig {
+pub fn cheap_password_config() -> appstack_config::PasswordConfig {
+    appstack_config::PasswordConfig {
         memory_kib: 1024,
         iterations: 1,
         parallelism: 1,
@@ -61,7 +62,7 @@ impl AuthServer {
     }
 
     /// As [`Self::start_with`], but the loopback ports are bound first and `adjust` is told
-    /// the admin address: for settings that name the server's own URL (`auth.jwks_uri`).
+    /// the admin address: for settings that name the server's own URL (`auth.jwksUri`).
     pub async fn start_bound(
         adjust: impl FnOnce(&mut StackConfig, SocketAddr),
     ) -> anyhow::Result<Self> {
@@ -97,9 +98,10 @@ impl AuthServer {
         let grpc_addr = grpc.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(auth_role::run(
+        let task = tokio::spawn(runner::run(
             config.clone(),
             Listeners { grpc, admin },
+            vec![auth_service::builder()],
             shutdown.clone(),
         ));
         let server = Self {

@@ -273,27 +273,24 @@ async fn an_explicit_jwks_uri_is_advertised_and_a_bad_one_refused() {
     );
     server.stop().await.unwrap();
 
-    use appstack_common::config::Validate as _;
+    use appstack_config::Validate as _;
     for bad in [
         "/.well-known/jwks.json",
         "ftp://x/jwks",
         "http://",
         "not a url",
     ] {
-        let config = appstack_auth::AuthConfig {
+        let config = appstack_config::AuthConfig {
             jwks_uri: Some(bad.into()),
             ..Default::default()
         };
-        let mut problems = Vec::new();
-        config.validate(&mut problems);
+        let problems = config.validate().unwrap_err().problems;
         assert!(
-            problems.iter().any(|p| p.contains("auth.jwks_uri")),
+            problems.iter().any(|p| p.starts_with("jwksUri:")),
             "{bad}: {problems:?}"
         );
     }
-    let mut problems = Vec::new();
-    appstack_auth::AuthConfig::default().validate(&mut problems);
-    assert!(problems.is_empty(), "{problems:?}");
+    appstack_config::AuthConfig::default().validate().unwrap();
 }
 
 /// Runs PyJWT's relying-party path against `server` for `token`; its stdout (the claims).

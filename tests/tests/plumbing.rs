@@ -159,7 +159,7 @@ async fn readiness_needs_a_reachable_database_with_current_schema() {
     check.check().await.unwrap();
 
     // A database nobody can reach is not ready either.
-    let config = appstack_common::config::DatabaseConfig {
+    let config = appstack_config::DatabaseConfig {
         url: "postgres://nobody@127.0.0.1:1/none".into(),
         acquire_timeout: std::time::Duration::from_millis(300),
         ..Default::default()
@@ -211,7 +211,7 @@ async fn shutdown_drains_and_stops_listening() {
 async fn shutdown_lets_in_flight_calls_finish() {
     // Slow hashing on one worker, so calls are still running when shutdown starts.
     let server = AuthServer::start_with(|c| {
-        c.auth.password = appstack_auth::config::PasswordConfig {
+        c.auth.password = appstack_config::PasswordConfig {
             memory_kib: 8 * 1024,
             iterations: 3,
             parallelism: 1,
@@ -312,7 +312,7 @@ async fn health_and_reflection_calls_are_labelled_as_themselves() {
 #[tokio::test]
 async fn a_connection_returned_inside_a_transaction_is_never_lent_again() {
     let database = pg::test_database().await.unwrap();
-    let config = appstack_common::config::DatabaseConfig {
+    let config = appstack_config::DatabaseConfig {
         url: database.url.clone(),
         max_connections: 1,
         min_connections: 0,

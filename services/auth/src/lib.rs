@@ -10,7 +10,6 @@
 //! - Every security event is written to an append-only audit table ([`audit`]).
 
 pub mod audit;
-pub mod config;
 pub mod error;
 pub mod keyring;
 pub mod lockout;
@@ -26,16 +25,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appstack_common::metrics::MetricsRegistry;
+use appstack_config::AuthConfig;
 use appstack_proto::auth::v1::auth_service_server::AuthServiceServer;
-use appstack_verifier::{AuthLayer, KeyCache, KeyCacheConfig, Verifier, VerifierConfig};
+use appstack_verifier::{KeyCache, KeyCacheConfig, Verifier, VerifierConfig};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use sqlx::postgres::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use config::AuthConfig;
 pub use error::AuthError;
 pub use service::{ADMIN_ROLE, AuthApi, USER_ROLE};
 
-/// Paths of the auth service callable without a token.
+/// Paths of the auth service callable without a token, by exact method path (the process
+/// checks at start that each names a method it serves).
 pub const ANONYMOUS_PATHS: &[&str] = &[
     "/appstack.auth.v1.AuthService/SignUp",
     "/appstack.auth.v1.AuthService/Login",
@@ -44,9 +46,6 @@ pub const ANONYMOUS_PATHS: &[&str] = &[
     "/appstack.auth.v1.AuthService/GetJwks",
     "/appstack.auth.v1.AuthService/ClientCredentialsToken",
 ];
-
-/// Methods of the plumbing callable without a token: health checks and reflection.
-pub const PLUMBING_PATHS: &[&str] = appstack_common::grpc::PLUMBING_METHODS;
 
 /// A running auth service: its gRPC API, signing keys and local verifier.
 #[derive(Debug)]
@@ -144,31 +143,34 @@ impl Auth {
         self.verifier.clone()
     }
 
-    /// An authentication layer letting the public auth rpcs and the plumbing through (by
-    /// exact method path; a test checks each is a method the descriptor sets declare).
-    pub fn auth_layer(&self) -> AuthLayer {
-        ANONYMOUS_PATHS
-            .iter()
-            .chain(PLUMBING_PATHS)
-            .fold(AuthLayer::new(self.verifier()), |layer, path| {
-                layer.allow_anonymous(*path)
-            })
-    }
-
     /// The API, for in-process callers (tools, bootstrap).
     pub fn api(&self) -> &AuthApi {
         &self.api
     }
 
-    /// Starts, until `stop`: the key-folder reload, the verifier's key refresh, and the purge
-    /// of ended sessions.
-    pub fn spawn_background(&self, stop: CancellationToken) {
+    /// The work that runs beside the API until `stop`, by name: the key-folder reload, the
+    /// verifier's key refresh, and the purge of ended sessions.
+    pub fn background_tasks(
+        &self,
+        stop: &CancellationToken,
+    ) -> [(&'static str, BoxFuture<'static, ()>); 3] {
         let interval = self.config.key_reload_interval;
-        tokio::spawn(self.keys.clone().run_reload(interval, stop.clone()));
         let verifier = self.verifier.clone();
         let refresh_stop = stop.clone();
-        tokio::spawn(async move { verifier.keys().run_refresh(interval, refresh_stop).await });
-        tokio::spawn(purge_ended_sessions(self.api.store().clone(), stop));
+        [
+            (
+                "auth key reload",
+                self.keys.clone().run_reload(interval, stop.clone()).boxed(),
+            ),
+            (
+                "auth verifier key refresh",
+                async move { verifier.keys().run_refresh(interval, refresh_stop).await }.boxed(),
+            ),
+            (
+                "auth session purge",
+                purge_ended_sessions(self.api.store().clone(), stop.clone()).boxed(),
+            ),
+        ]
     }
 
     /// Makes `email` an admin: creates the user with `password` when absent, else adds the
@@ -225,25 +227,4 @@ async fn purge_ended_sessions(store: store::Store, stop: CancellationToken) {
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use appstack_common::methods::MethodTable;
-
-    use super::*;
-
-    #[test]
-    fn every_anonymous_path_is_a_declared_method() {
-        let table = MethodTable::new(
-            &[appstack_proto::FILE_DESCRIPTOR_SET],
-            &["appstack.auth.v1.AuthService"],
-        );
-        for path in ANONYMOUS_PATHS {
-            assert!(
-                table.method(path).is_some(),
-                "{path} is not an AuthService method"
-            );
-        }
-    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::LockoutConfig;
+use appstack_config::LockoutConfig;
 
 /// What to do with one login attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::PasswordConfig;
+use appstack_config::PasswordConfig;
 
 /// A hashing failure.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,6 @@ use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditKind;
-use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::keyring::KeyRing;
 use crate::lockout::LockoutPolicy;
@@ -23,6 +22,7 @@ use crate::password::PasswordHasher;
 use crate::store::{RefreshOutcome, Reservation, Store, UserRow};
 use crate::tokens::{self, Subject};
 use crate::validate;
+use appstack_config::AuthConfig;
 
 /// The role that may administer users and service accounts.
 pub const ADMIN_ROLE: &str = "admin";

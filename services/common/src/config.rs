@@ -1,17 +1,23 @@
-//! Configuration: typed sections loaded from a TOML file, then `APPSTACK_*` environment
-//! variables, then command-line flags, each layer overriding the one before.
+//! Loading the configuration: defaults, then a TOML file, then `APPSTACK_*` environment
+//! variables, then command-line flags, each layer overriding the one before. The types,
+//! their defaults and their rules are `appstack_config`'s; this module only layers the
+//! sources (figment) and checks what the light crate cannot.
 //!
-//! Durations are strings such as `250ms`, `30s` or `15m`. Unknown keys are errors, so a typo
-//! in a config file is reported, not ignored.
+//! Keys are camelCase everywhere (`server.grpcAddr`), as in the `AppStack` resource.
+//! Environment variables stay SCREAMING_SNAKE_CASE: `APPSTACK_DATABASE__MAX_CONNECTIONS`
+//! sets `database.maxConnections` (`__` separates the parts of the path; each part is turned
+//! from snake_case into camelCase). Map entries (`externalServices`, `routes`,
+//! `requests.submitRate`) are set in the file only: their names (`payment.v2`) have no
+//! SCREAMING_SNAKE form, so a variable under them is refused with a message saying so.
+//! Unknown keys are errors, so a typo is reported, not ignored.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use figment::Figment;
+use appstack_config::{InvalidConfig, Problems, Validate};
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Serialize, de::DeserializeOwned};
 
 /// The environment prefix of every setting: `APPSTACK_DATABASE__URL` sets `database.url`.
 pub const ENV_PREFIX: &str = "APPSTACK_";
@@ -21,10 +27,87 @@ pub const ENV_PREFIX: &str = "APPSTACK_";
 /// setting the documented `APPSTACK_CONFIG` would fail every load as an unknown key `config`.
 pub const NON_SETTING_ENV: &[&str] = &["CONFIG", "ADMIN_PASSWORD"];
 
-/// True for an `APPSTACK_*` variable (prefix stripped) that is not a setting.
-fn is_not_a_setting(key: &str) -> bool {
-    let key = key.to_ascii_uppercase();
-    key.starts_with("TEST_") || NON_SETTING_ENV.contains(&key.as_str())
+/// The maps of the configuration, whose entries the environment cannot set.
+pub const MAP_KEYS: &[&str] = &["externalServices", "routes", "requests.submitRate"];
+
+/// What an `APPSTACK_*` variable (prefix stripped) is to the loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvKey {
+    /// A setting at this camelCase dotted path.
+    Setting(String),
+    /// Not a setting ([`NON_SETTING_ENV`], `TEST_*`): skipped.
+    NotASetting,
+    /// Inside one of the [`MAP_KEYS`] (named here): refused.
+    MapEntry(&'static str),
+}
+
+/// Classifies the `APPSTACK_*` variable `name` (prefix stripped, any case):
+/// `DATABASE__MAX_CONNECTIONS` is the setting `database.maxConnections`.
+pub fn env_key(name: &str) -> EnvKey {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("TEST_") || NON_SETTING_ENV.contains(&upper.as_str()) {
+        return EnvKey::NotASetting;
+    }
+    let path = name
+        .split("__")
+        .map(snake_to_camel)
+        .collect::<Vec<_>>()
+        .join(".");
+    match MAP_KEYS
+        .iter()
+        .find(|map| path == **map || path.starts_with(&format!("{map}.")))
+    {
+        Some(map) => EnvKey::MapEntry(map),
+        None => EnvKey::Setting(path),
+    }
+}
+
+/// `MAX_CONNECTIONS` (any case) → `maxConnections`.
+fn snake_to_camel(part: &str) -> String {
+    let mut camel = String::with_capacity(part.len());
+    for (i, word) in part.split('_').filter(|w| !w.is_empty()).enumerate() {
+        let word = word.to_ascii_lowercase();
+        if i == 0 {
+            camel.push_str(&word);
+        } else {
+            let mut chars = word.chars();
+            camel.extend(chars.next().map(|c| c.to_ascii_uppercase()));
+            camel.push_str(chars.as_str());
+        }
+    }
+    camel
+}
+
+/// `maxConnections` (any case of the first letter) → `MAX_CONNECTIONS`.
+fn camel_to_snake(part: &str) -> String {
+    let mut snake = String::with_capacity(part.len() + 4);
+    for c in part.chars() {
+        if c.is_ascii_uppercase() && !snake.is_empty() {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_uppercase());
+    }
+    snake
+}
+
+/// The `APPSTACK_*` environment as settings, named in errors by both the camelCase path
+/// and the variable: `auth.accessTokenTtl (APPSTACK_AUTH__ACCESS_TOKEN_TTL)` (figment's own
+/// `Env` would say `AUTH.ACCESSTOKENTTL`).
+struct SettingsEnv(Env);
+
+impl Provider for SettingsEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{ENV_PREFIX}` environment variable(s)")).interpolater(
+            |_: &Profile, keys: &[&str]| {
+                let variable: Vec<String> = keys.iter().map(|k| camel_to_snake(k)).collect();
+                format!("{} ({ENV_PREFIX}{})", keys.join("."), variable.join("__"))
+            },
+        )
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
 }
 
 /// A configuration that could not be loaded or is not valid.
@@ -34,8 +117,8 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Load(Box<figment::Error>),
     /// Every value parsed but some break a rule; one message per broken rule.
-    #[error("invalid configuration: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+    #[error(transparent)]
+    Invalid(#[from] InvalidConfig),
 }
 
 impl From<Box<figment::Error>> for ConfigError {
@@ -48,14 +131,14 @@ impl From<Box<figment::Error>> for ConfigError {
 #[derive(Debug)]
 pub struct ConfigLoader {
     figment: Figment,
+    /// `APPSTACK_*` variables under a map, refused at [`Self::load`].
+    map_variables: Vec<(String, &'static str)>,
 }
 
 impl ConfigLoader {
     /// Starts from the defaults of `T`.
     pub fn new<T: Serialize + Default>() -> Self {
-        Self {
-            figment: Figment::from(Serialized::defaults(T::default())),
-        }
+        Self::with_defaults(&T::default())
     }
 
     /// Starts from `defaults` instead of `T::default()`: a role with defaults of its own
@@ -63,17 +146,18 @@ impl ConfigLoader {
     pub fn with_defaults<T: Serialize>(defaults: &T) -> Self {
         Self {
             figment: Figment::from(Serialized::defaults(defaults)),
+            map_variables: Vec::new(),
         }
     }
 
-    /// Adds a TOML file; a file that does not exist is an error.
+    /// Adds a TOML file (camelCase keys); a file that does not exist is an error.
     pub fn file(mut self, path: &Path) -> Self {
         self.figment = self.figment.merge(Toml::file_exact(path));
         self
     }
 
-    /// Adds the `APPSTACK_*` environment (`__` separates sections) and the conventional
-    /// `DATABASE_URL`, which `APPSTACK_DATABASE__URL` overrides.
+    /// Adds the `APPSTACK_*` environment and the conventional `DATABASE_URL`, which
+    /// `APPSTACK_DATABASE__URL` overrides.
     pub fn env(mut self) -> Self {
         self.figment = self.figment.merge(
             Env::raw()
@@ -86,270 +170,95 @@ impl ConfigLoader {
     /// Adds only the `APPSTACK_*` environment, not `DATABASE_URL`: for `dev`, whose database
     /// is its own, and which must not trip over a `DATABASE_URL` a shell keeps for other tools.
     pub fn prefixed_env(mut self) -> Self {
-        self.figment = self.figment.merge(
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let Some(stripped) = strip_prefix_ignoring_case(&name, ENV_PREFIX) else {
+                continue;
+            };
+            if let EnvKey::MapEntry(map) = env_key(stripped) {
+                self.map_variables.push((name.into_owned(), map));
+            }
+        }
+        self.figment = self.figment.merge(SettingsEnv(
             Env::prefixed(ENV_PREFIX)
-                .filter(|key| !is_not_a_setting(key.as_str()))
-                .split("__"),
-        );
+                .filter_map(|key| match env_key(key.as_str()) {
+                    EnvKey::Setting(path) => Some(path.into()),
+                    EnvKey::NotASetting | EnvKey::MapEntry(_) => None,
+                })
+                // After `filter_map`, which resets it: keep the camelCase paths.
+                .lowercase(false),
+        ));
         self
     }
 
-    /// Sets one value by its dotted path (`server.grpc_addr`), e.g. from a flag.
+    /// Sets one value by its camelCase dotted path (`server.grpcAddr`), e.g. from a flag.
     pub fn set<V: Serialize>(mut self, key: &str, value: V) -> Self {
         self.figment = self.figment.merge(Serialized::default(key, value));
         self
     }
 
-    /// Builds the typed configuration and checks its rules.
+    /// Builds the typed configuration and checks its rules: the type's own
+    /// ([`Validate`]), a valid `log.filter` (tracing's syntax, which the light crate does
+    /// not know) when the configuration has one, and no environment variable under a map.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Load`] for a value of the wrong shape or an unknown key,
+    /// [`ConfigError::Invalid`] listing every broken rule.
     pub fn load<T: DeserializeOwned + Validate>(self) -> Result<T, ConfigError> {
         let config: T = self.figment.extract().map_err(Box::new)?;
-        let mut problems = Vec::new();
-        config.validate(&mut problems);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(problems))
+        let mut problems = Problems::new();
+        for (name, map) in &self.map_variables {
+            problems.push(
+                name,
+                format_args!(
+                    "{map} entries are set in the configuration file, not the environment (their names have no SCREAMING_SNAKE form)"
+                ),
+            );
         }
+        config.check(&mut problems);
+        if let Ok(filter) = self.figment.extract_inner::<String>("log.filter")
+            && let Err(error) = tracing_subscriber::EnvFilter::try_new(&filter)
+        {
+            problems.field("log", |p| {
+                p.push("filter", format_args!("is not a valid filter: {error}"));
+            });
+        }
+        problems.into_result()?;
+        Ok(config)
     }
 }
 
-/// Rules a configuration must satisfy beyond its types.
-pub trait Validate {
-    /// Pushes one message per broken rule, naming the setting by its dotted path.
-    fn validate(&self, problems: &mut Vec<String>);
-}
-
-/// Where the gRPC and admin servers listen, and their limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// gRPC listen address.
-    pub grpc_addr: SocketAddr,
-    /// Admin HTTP listen address (`/healthz`, `/readyz`, `/metrics`).
-    pub admin_addr: SocketAddr,
-    /// Largest gRPC message accepted or sent, in bytes.
-    pub max_message_bytes: usize,
-    /// Largest request metadata (all headers, counted as HTTP/2 does: name + value + 32 per
-    /// entry) a call may carry; a larger one is refused with RESOURCE_EXHAUSTED, that call
-    /// only. Metadata up to 1 MiB + 64 KiB reaches this check; only beyond that does HTTP/2
-    /// itself refuse the stream.
-    pub max_metadata_bytes: usize,
-    /// HTTP/2 keepalive ping interval.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
-    /// How long to wait for a keepalive ack before closing the connection.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-    /// Concurrent HTTP/2 streams per connection.
-    pub max_concurrent_streams: u32,
-    /// On shutdown, how long the process keeps accepting calls while reporting not ready, so
-    /// load balancers and Kubernetes endpoints stop routing to it first.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_delay: Duration,
-    /// On shutdown, how long in-flight calls may run before connections are dropped.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            max_message_bytes: 4 * 1024 * 1024,
-            max_metadata_bytes: 16 * 1024,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 256,
-            shutdown_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-        }
-    }
-}
-
-impl Validate for ServerConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
-            problems.push("server.max_message_bytes must be between 1024 and 67108864".into());
-        }
-        if !(1024..=crate::metadata_limit::MAX_METADATA_LIMIT).contains(&self.max_metadata_bytes) {
-            problems.push(format!(
-                "server.max_metadata_bytes must be between 1024 and {}",
-                crate::metadata_limit::MAX_METADATA_LIMIT
-            ));
-        }
-        if self.keepalive_interval < Duration::from_secs(1) {
-            problems.push("server.keepalive_interval must be at least 1s".into());
-        }
-        if self.keepalive_timeout.is_zero() {
-            problems.push("server.keepalive_timeout must be positive".into());
-        }
-        if self.shutdown_delay > Duration::from_secs(60) {
-            problems.push("server.shutdown_delay must be at most 60s".into());
-        }
-        if self.shutdown_grace > Duration::from_secs(600) {
-            problems.push("server.shutdown_grace must be at most 600s".into());
-        }
-        if self.max_concurrent_streams == 0 {
-            problems.push("server.max_concurrent_streams must be positive".into());
-        }
-        if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
-            problems.push("server.grpc_addr and server.admin_addr must differ".into());
-        }
-    }
-}
-
-/// The PostgreSQL connection pool.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `postgres://user:password@host:port/database?sslmode=…`; also read from `DATABASE_URL`.
-    pub url: String,
-    /// Most connections the pool opens.
-    pub max_connections: u32,
-    /// Connections kept open when idle.
-    pub min_connections: u32,
-    /// How long a query waits for a free connection before failing.
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-    /// Server-side `statement_timeout` for every connection.
-    #[serde(with = "humantime_serde")]
-    pub statement_timeout: Duration,
-    /// Apply migrations at start (for `dev` and `all`; clusters run `appstack migrate` as a Job).
-    pub migrate_on_start: bool,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            max_connections: 20,
-            min_connections: 1,
-            acquire_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
-            migrate_on_start: false,
-        }
-    }
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("min_connections", &self.min_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .field("migrate_on_start", &self.migrate_on_start)
-            .finish()
-    }
-}
-
-impl Validate for DatabaseConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if self.url.is_empty() {
-            problems.push("database.url is required (or set DATABASE_URL)".into());
-        } else if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
-            problems.push("database.url must start with postgres:// or postgresql://".into());
-        }
-        if self.max_connections == 0 {
-            problems.push("database.max_connections must be positive".into());
-        }
-        if self.min_connections > self.max_connections {
-            problems
-                .push("database.min_connections must not exceed database.max_connections".into());
-        }
-        if self.acquire_timeout.is_zero() {
-            problems.push("database.acquire_timeout must be positive".into());
-        }
-    }
-}
-
-/// Replaces the password of a connection URL with `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "***".into();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-/// Log output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `json` (one object per line, for collectors) or `pretty` (for people).
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `info,appstack_auth=debug`; `RUST_LOG` overrides it.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            filter: "info".into(),
-        }
-    }
-}
-
-impl Validate for LogConfig {
-    fn validate(&self, problems: &mut Vec<String>) {
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
-            problems.push(format!("log.filter is not a valid filter: {e}"));
-        }
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line.
-    #[default]
-    Json,
-    /// Human-readable, coloured when the output is a terminal.
-    Pretty,
+fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
+    use appstack_config::StackConfig;
+
     use super::*;
 
-    #[derive(Debug, Default, Serialize, Deserialize)]
-    #[serde(default, deny_unknown_fields)]
-    struct Sample {
-        server: ServerConfig,
-        database: DatabaseConfig,
-        log: LogConfig,
-    }
-
-    impl Validate for Sample {
-        fn validate(&self, problems: &mut Vec<String>) {
-            self.server.validate(problems);
-            self.database.validate(problems);
-            self.log.validate(problems);
-        }
+    fn file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
     }
 
     #[test]
     fn layers_file_then_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[database]\nurl = \"postgres://a:secret@h/db\"\nacquire_timeout = \"250ms\"\n[server]\nshutdown_grace = \"3s\"\n",
-        )
-        .unwrap();
-        let cfg: Sample = ConfigLoader::new::<Sample>()
+        let (_dir, path) = file(
+            "[database]\nurl = \"postgres://a:secret@h/db\"\nacquireTimeout = \"250ms\"\n[server]\nshutdownGrace = \"3s\"\n",
+        );
+        let cfg: StackConfig = ConfigLoader::new::<StackConfig>()
             .file(&path)
-            .set("server.grpc_addr", "127.0.0.1:7000")
+            .set("server.grpcAddr", "127.0.0.1:7000")
             .load()
             .unwrap();
         assert_eq!(cfg.database.acquire_timeout, Duration::from_millis(250));
@@ -359,41 +268,154 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_and_bad_duration_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[server]\ngrpc_adr = \"127.0.0.1:1\"\n").unwrap();
-        let err = ConfigLoader::new::<Sample>()
-            .file(&path)
-            .load::<Sample>()
-            .unwrap_err();
-        assert!(err.to_string().contains("grpc_adr"), "{err}");
-        std::fs::write(&path, "[server]\nshutdown_grace = \"soon\"\n").unwrap();
-        let err = ConfigLoader::new::<Sample>()
-            .file(&path)
-            .load::<Sample>()
-            .unwrap_err();
-        assert!(err.to_string().contains("shutdown_grace"), "{err}");
+    fn unknown_key_snake_case_and_bad_duration_are_errors() {
+        for (text, named) in [
+            ("[server]\ngrpcAdr = \"127.0.0.1:1\"\n", "grpcAdr"),
+            ("[server]\ngrpc_addr = \"127.0.0.1:1\"\n", "grpc_addr"),
+            ("[server]\nshutdownGrace = \"soon\"\n", "shutdownGrace"),
+            ("[server]\nshutdownGrace = \"1.5s\"\n", "shutdownGrace"),
+        ] {
+            let (_dir, path) = file(text);
+            let err = ConfigLoader::new::<StackConfig>()
+                .file(&path)
+                .load::<StackConfig>()
+                .unwrap_err();
+            assert!(err.to_string().contains(named), "{text}: {err}");
+        }
     }
 
     #[test]
-    fn rules_are_reported_together() {
-        let err = ConfigLoader::new::<Sample>()
+    fn rules_are_reported_together_with_full_paths() {
+        let err = ConfigLoader::new::<StackConfig>()
             .set("database.url", "mysql://x")
-            .set("database.max_connections", 0)
-            .load::<Sample>()
+            .set("database.maxConnections", 0)
+            .set("log.filter", "info,[")
+            .load::<StackConfig>()
             .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("postgres://"), "{text}");
-        assert!(text.contains("max_connections"), "{text}");
+        let ConfigError::Invalid(invalid) = err else {
+            panic!("not a rule error: {err}")
+        };
+        assert_eq!(invalid.problems.len(), 4, "{invalid}");
+        assert!(invalid.problems[0].starts_with("database.url: must start with postgres://"));
+        assert!(invalid.problems[1].starts_with("database.maxConnections: "));
+        assert!(invalid.problems[2].starts_with("database.minConnections: "));
+        assert!(invalid.problems[3].starts_with("log.filter: is not a valid filter"));
     }
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:p@h:5432/d"),
-            "postgres://u:***@h:5432/d"
+    fn map_entries_come_from_the_file() {
+        let (_dir, path) = file(
+            r#"
+[database]
+url = "postgres://app@db/app"
+
+[externalServices.payments]
+endpoint = "http://payments:8080"
+resilience.retry.maxAttempts = 2
+
+[routes."charge.v2"]
+service = "payments"
+orderingKey = "/accountId"
+
+[requests.submitRate.admin]
+perSecond = 1000
+"#,
         );
-        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        let cfg: StackConfig = ConfigLoader::new::<StackConfig>()
+            .file(&path)
+            .load()
+            .unwrap();
+        assert_eq!(
+            cfg.external_services["payments"]
+                .resilience
+                .retry
+                .max_attempts,
+            2
+        );
+        assert_eq!(
+            cfg.routes["charge.v2"].ordering_key.as_deref(),
+            Some("/accountId")
+        );
+        // The file's entry joins the default one.
+        assert_eq!(cfg.requests.submit_rate["admin"].per_second, 1000);
+        assert_eq!(cfg.requests.submit_rate["admin"].burst, 200);
+        assert!(cfg.requests.submit_rate.contains_key("default"));
+    }
+
+    #[test]
+    fn errors_name_the_variable_back() {
+        assert_eq!(camel_to_snake("accessTokenTtl"), "ACCESS_TOKEN_TTL");
+        assert_eq!(camel_to_snake("auth"), "AUTH");
+        let md = SettingsEnv(Env::prefixed(ENV_PREFIX)).metadata();
+        assert_eq!(
+            md.interpolate(&Profile::Default, &["auth", "password", "memoryKib"]),
+            "auth.password.memoryKib (APPSTACK_AUTH__PASSWORD__MEMORY_KIB)"
+        );
+    }
+
+    #[test]
+    fn environment_names_map_to_camel_case_paths() {
+        let setting = |p: &str| EnvKey::Setting(p.to_owned());
+        assert_eq!(
+            env_key("DATABASE__MAX_CONNECTIONS"),
+            setting("database.maxConnections")
+        );
+        assert_eq!(env_key("database__url"), setting("database.url"));
+        assert_eq!(env_key("SERVER__GRPC_ADDR"), setting("server.grpcAddr"));
+        assert_eq!(
+            env_key("AUTH__PASSWORD__MEMORY_KIB"),
+            setting("auth.password.memoryKib")
+        );
+        assert_eq!(env_key("AUTH__JWKS_URI"), setting("auth.jwksUri"));
+        assert_eq!(env_key("QUEUE__PURGE_BATCH"), setting("queue.purgeBatch"));
+        assert_eq!(env_key("CONFIG"), EnvKey::NotASetting);
+        assert_eq!(env_key("admin_password"), EnvKey::NotASetting);
+        assert_eq!(env_key("TEST_PG_DIR"), EnvKey::NotASetting);
+        assert_eq!(
+            env_key("ROUTES__CHARGE__SERVICE"),
+            EnvKey::MapEntry("routes")
+        );
+        assert_eq!(
+            env_key("EXTERNAL_SERVICES__PAYMENTS__ENDPOINT"),
+            EnvKey::MapEntry("externalServices")
+        );
+        assert_eq!(
+            env_key("REQUESTS__SUBMIT_RATE__DEFAULT__BURST"),
+            EnvKey::MapEntry("requests.submitRate")
+        );
+        assert_eq!(
+            env_key("REQUESTS__MAX_PAYLOAD_BYTES"),
+            setting("requests.maxPayloadBytes")
+        );
+    }
+
+    /// The defaults written as TOML (what an operator or `dev` would write) load back as
+    /// themselves.
+    #[test]
+    fn defaults_round_trip_through_a_toml_file() {
+        let mut config = StackConfig::default();
+        config.database.url = "postgres://app@db/app".into();
+        config.external_services.insert(
+            "payments".into(),
+            appstack_config::ExternalServiceConfig {
+                endpoint: "http://payments:8080".into(),
+                ..Default::default()
+            },
+        );
+        config.routes.insert(
+            "charge".into(),
+            appstack_config::RouteConfig {
+                service: "payments".into(),
+                ..Default::default()
+            },
+        );
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("grpcAddr"), "{text}");
+        let (_dir, path) = file(&text);
+        let loaded: StackConfig = ConfigLoader::new::<StackConfig>()
+            .file(&path)
+            .load()
+            .unwrap();
+        assert_eq!(loaded, config);
     }
 }

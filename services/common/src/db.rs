@@ -11,7 +11,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::admin::ReadinessCheck;
-use crate::config::DatabaseConfig;
+use appstack_config::DatabaseConfig;
 
 /// The stack's migrations, embedded at build time from `services/common/migrations`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -17,12 +17,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 
-use crate::config::ServerConfig;
 use crate::metadata_limit::{HTTP2_HEADER_LIST_LIMIT, MetadataLimitLayer};
 use crate::methods::MethodTable;
 use crate::metrics::GrpcMetrics;
 use crate::request_check::RequestCheckLayer;
 use crate::run_to_completion::RunToCompletionLayer;
+use appstack_config::ServerConfig;
 
 /// The plumbing methods every server answers, callable without a token.
 pub const PLUMBING_METHODS: &[&str] = &[
@@ -97,6 +97,25 @@ impl GrpcServices {
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
     }
+
+    /// Every method the server will answer: the registered services' and the plumbing's
+    /// (health, both reflection versions), as the descriptor sets given to [`Self::reflect`]
+    /// declare them. What [`serve`] labels metrics with and refuses everything else by.
+    pub fn methods(&self) -> MethodTable {
+        let mut sets = self.descriptor_sets.clone();
+        sets.extend([
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]);
+        MethodTable::new(&sets, &self.served())
+    }
+
+    /// The registered services and the plumbing, by full name.
+    fn served(&self) -> Vec<&'static str> {
+        let mut served = self.names.clone();
+        served.extend(PLUMBING_SERVICES);
+        served
+    }
 }
 
 impl Default for GrpcServices {
@@ -131,6 +150,8 @@ where
     ResBody: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let table = Arc::new(services.methods());
+    let served = services.served();
     let GrpcServices {
         mut routes,
         health,
@@ -141,8 +162,6 @@ where
     // contract in the descriptor set that this process does not serve is not advertised.
     let mut v1 = tonic_reflection::server::Builder::configure();
     let mut v1alpha = tonic_reflection::server::Builder::configure();
-    let mut served: Vec<&str> = names.clone();
-    served.extend(PLUMBING_SERVICES);
     for name in &served {
         v1 = v1.with_service_name(*name);
         v1alpha = v1alpha.with_service_name(*name);
@@ -154,12 +173,6 @@ where
     routes = routes
         .add_service(v1.build_v1()?)
         .add_service(v1alpha.build_v1alpha()?);
-    let mut all_sets = descriptor_sets.clone();
-    all_sets.extend([
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ]);
-    let table = Arc::new(MethodTable::new(&all_sets, &served));
 
     for name in &names {
         health

@@ -15,10 +15,6 @@ use http::{HeaderMap, Request, Response};
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// The largest `server.max_metadata_bytes` accepted: metadata up to this size reaches the
-/// per-call check.
-pub const MAX_METADATA_LIMIT: usize = 1024 * 1024 + 64 * 1024;
-
 /// The header-list size the HTTP/2 transport is told to accept: above every configurable
 /// limit, so calls within it are answered here rather than by the transport.
 pub const HTTP2_HEADER_LIST_LIMIT: u32 = 2 * 1024 * 1024;
@@ -105,6 +101,6 @@ mod tests {
 
     #[test]
     fn limits_are_ordered() {
-        assert!(MAX_METADATA_LIMIT < HTTP2_HEADER_LIST_LIMIT as usize);
+        assert!(appstack_config::MAX_METADATA_BYTES_LIMIT < HTTP2_HEADER_LIST_LIMIT as usize);
     }
 }

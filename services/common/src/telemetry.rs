@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
 
-use crate::config::{LogConfig, LogFormat};
+use appstack_config::{LogConfig, LogFormat};
 
 /// Logging could not be set up.
 #[derive(Debug, thiserror::Error)]

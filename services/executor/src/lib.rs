@@ -132,11 +132,11 @@ impl Executor {
                 service: name.clone(),
                 source,
             })?;
-            let resilience = resilience_config(&service.resilience);
+            let resilience = &service.resilience;
             let breaker = CircuitBreaker::new(name.clone(), &resilience.circuit_breaker)
                 .with_observer(Arc::new(metrics.breakers.clone()));
             let pipeline =
-                Pipeline::builder(name.clone(), &resilience, ExternalClassifier::default())
+                Pipeline::builder(name.clone(), resilience, ExternalClassifier::default())
                     .breaker(Arc::new(breaker))
                     .build();
             by_name.insert(
@@ -247,15 +247,4 @@ impl Executor {
     pub fn metrics(&self) -> &ExecutorMetrics {
         &self.metrics
     }
-}
-
-/// The resilience settings in the resilience crate's own type.
-fn resilience_config(
-    config: &appstack_config::resilience::ResilienceConfig,
-) -> appstack_resilience::ResilienceConfig {
-    // Until the resilience crate takes its settings from appstack-config: the same serde
-    // shape, so a round trip is exact.
-    serde_json::to_value(config)
-        .and_then(serde_json::from_value)
-        .unwrap_or_default()
 }

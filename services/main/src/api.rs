@@ -8,8 +8,8 @@ use std::time::Duration;
 use appstack_common::db_failure::DbHealth;
 use appstack_config::RequestsConfig;
 use appstack_executor::{Call, Executor};
-use appstack_proto::requests::v1 as pb;
-use appstack_proto::requests::v1::request_service_server::RequestService;
+use appstack_proto::main::v1 as pb;
+use appstack_proto::main::v1::request_service_server::RequestService;
 use appstack_queue::page_token;
 use appstack_queue::store::{
     CancelOutcome, Completion, ListFilter, Mode, NewRequest, Notifier, Queue, StoreError,

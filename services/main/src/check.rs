@@ -3,7 +3,7 @@
 use appstack_config::RequestsConfig;
 use appstack_executor::Executor;
 use appstack_executor::json::{check_payload, ordering_key_at};
-use appstack_proto::requests::v1 as pb;
+use appstack_proto::main::v1 as pb;
 use appstack_queue::store::Mode;
 use chrono::{DateTime, Utc};
 

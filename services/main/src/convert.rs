@@ -1,6 +1,6 @@
 //! Stored records to the wire.
 
-use appstack_proto::requests::v1 as pb;
+use appstack_proto::main::v1 as pb;
 use appstack_queue::JobState;
 use appstack_queue::store::{EventRecord, Mode, RequestRecord};
 use chrono::{DateTime, Utc};

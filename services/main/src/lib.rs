@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use appstack_config::StackConfig;
 use appstack_executor::Executor;
-use appstack_proto::requests::v1::request_service_server::RequestServiceServer;
+use appstack_proto::main::v1::request_service_server::RequestServiceServer;
 use appstack_queue::store::{Notifier, Queue};
 use tokio_util::sync::CancellationToken;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use appstack_proto::requests::v1 as pb;
+use appstack_proto::main::v1 as pb;
 use appstack_queue::store::{EVENTS_CHANNEL, Queue};
 use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, watch};

@@ -36,7 +36,8 @@
 //! - [`bulkhead::Bulkhead`]: at most `maxConcurrent` calls in flight, at most `maxQueue`
 //!   waiting for at most `queueTimeout`, everything beyond rejected at once.
 //! - [`ResilienceConfig`]: their settings, one serde + schemars type used in the services'
-//!   configuration files and in the `AppStack` custom resource.
+//!   configuration files and in the `AppStack` custom resource (defined in the stack's
+//!   configuration crate, `appstack_config::resilience`, and re-exported in [`config`]).
 //!
 //! The pieces compose in this order, outermost first (this is what [`layer::ResilienceLayer`]
 //! does): overall deadline → retry → circuit breaker → bulkhead → per-attempt timeout → the
@@ -61,9 +62,11 @@
 //!
 //! # Configuration
 //!
-//! Field names are camelCase; durations are strings (`"250ms"`, `"2s"`, `"1m"`); unknown
-//! keys are errors; [`ResilienceConfig::validate`] lists every broken rule, naming the
-//! field. An empty object (`{}`) means all the defaults.
+//! Field names are camelCase; durations are strings (`"250ms"`, `"2s"`, `"1m30s"`: integers
+//! with units `ms`, `s`, `m`, `h`, `d`); unknown keys are errors;
+//! [`ResilienceConfig::validate`] lists every broken rule, naming the field. An empty object
+//! (`{}`) means all the defaults. This table is checked against `Default` by a test of
+//! `appstack-config`.
 //!
 //! | field | unit | default | meaning |
 //! |---|---|---|---|

@@ -14,7 +14,13 @@
 //!   (perhaps shared) database would surprise; run `appstack migrate`, `bootstrap-admin`
 //!   and `auth` against your own database instead. The conventional `DATABASE_URL` is not
 //!   read at all, since shells often keep it set for other tools.
-//! - `database.migrate_on_start` is always on: nothing else migrates the private cluster.
+//! - `database.migrateOnStart` is always on: nothing else migrates the private cluster.
+//!
+//! # One build per service
+//!
+//! The services run through the same [`crate::runner`] as every role, each built once:
+//! `dev`'s auth builder starts the auth service, creates the admin with it, prints the
+//! banner, and hands the same service to the runner to serve.
 //!
 //! # One process per data folder
 //!
@@ -33,15 +39,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use appstack_auth::{Auth, BootstrapOutcome};
-use appstack_common::config::LogFormat;
-use appstack_common::metrics::MetricsRegistry;
+use appstack_auth::BootstrapOutcome;
+use appstack_config::{LogFormat, StackConfig};
 use appstack_localpg::{LocalPostgres, Options};
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::StackConfig;
-use crate::auth_role::{self, Listeners};
+use crate::auth_service;
+use crate::runner::{self, Listeners, ServiceBuilder};
 
 /// The development stack's settings.
 #[derive(Debug, Clone)]
@@ -143,24 +148,22 @@ async fn run_with_postgres(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     ensure_database(postgres, DATABASE).await?;
-
-    // Migrate and create the admin before serving, so the banner is true when printed.
-    let pool = auth_role::prepare_database(&config, "appstack-dev").await?;
-    let auth = Auth::new(
-        config.auth.clone(),
-        pool.clone(),
-        &MetricsRegistry::default(),
-    )
-    .await?;
     let password = admin_password(data_dir)?;
-    let outcome = auth.bootstrap_admin(DEV_ADMIN_EMAIL, &password).await?;
-    drop(auth);
-    pool.close().await;
-
-    let grpc = listeners.grpc.local_addr()?;
-    let admin = listeners.admin.local_addr()?;
-    print_banner(grpc, admin, &password, outcome, postgres, data_dir);
-    auth_role::run(config, listeners, shutdown).await
+    let banner = Banner {
+        grpc: listeners.grpc.local_addr()?,
+        admin: listeners.admin.local_addr()?,
+        postgres: postgres.url(DATABASE),
+        data_dir: data_dir.to_owned(),
+    };
+    // The runner migrates first (`migrateOnStart`); the admin is created before serving, so
+    // the banner is true when printed.
+    let auth = ServiceBuilder::new("auth", move |ctx| async move {
+        let auth = auth_service::start(&ctx).await?;
+        let outcome = auth.bootstrap_admin(DEV_ADMIN_EMAIL, &password).await?;
+        banner.print(&password, outcome);
+        Ok(auth_service::parts(&auth, &ctx))
+    });
+    runner::run(config, listeners, vec![auth], shutdown).await
 }
 
 async fn ensure_database(postgres: &LocalPostgres, name: &str) -> anyhow::Result<()> {
@@ -199,44 +202,47 @@ fn admin_password(data_dir: &Path) -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn print_banner(
+/// What the banner shows besides the admin login.
+struct Banner {
     grpc: SocketAddr,
     admin: SocketAddr,
-    password: &str,
-    outcome: BootstrapOutcome,
-    postgres: &LocalPostgres,
-    data_dir: &Path,
-) {
-    let created = if outcome == BootstrapOutcome::Created {
-        " (created)"
-    } else {
-        ""
-    };
-    let db = postgres.url(DATABASE);
-    let data = data_dir.display();
-    let lines = [
-        String::new(),
-        "AppStack dev stack is up. Ctrl-C stops everything.".to_owned(),
-        String::new(),
-        format!("  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)"),
-        format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
-        format!("  JWKS          {}", local_jwks_uri(admin)),
-        format!("  PostgreSQL    {db}"),
-        format!("  data folder   {data}"),
-        format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),
-        String::new(),
-        "Try it with grpcurl:".to_owned(),
-        format!("  grpcurl -plaintext {grpc} list"),
-        format!(
-            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/SignUp"
-        ),
-        format!(
-            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/Login"
-        ),
-        format!(
-            "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" {grpc} appstack.auth.v1.AuthService/WhoAmI"
-        ),
-        String::new(),
-    ];
-    eprintln!("{}", lines.join("\n"));
+    postgres: String,
+    data_dir: PathBuf,
+}
+
+impl Banner {
+    fn print(&self, password: &str, outcome: BootstrapOutcome) {
+        let (grpc, admin, db) = (self.grpc, self.admin, &self.postgres);
+        let created = if outcome == BootstrapOutcome::Created {
+            " (created)"
+        } else {
+            ""
+        };
+        let data = self.data_dir.display();
+        let lines = [
+            String::new(),
+            "AppStack dev stack is up. Ctrl-C stops everything.".to_owned(),
+            String::new(),
+            format!("  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)"),
+            format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
+            format!("  JWKS          {}", local_jwks_uri(admin)),
+            format!("  PostgreSQL    {db}"),
+            format!("  data folder   {data}"),
+            format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),
+            String::new(),
+            "Try it with grpcurl:".to_owned(),
+            format!("  grpcurl -plaintext {grpc} list"),
+            format!(
+                "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/SignUp"
+            ),
+            format!(
+                "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/Login"
+            ),
+            format!(
+                "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" {grpc} appstack.auth.v1.AuthService/WhoAmI"
+            ),
+            String::new(),
+        ];
+        eprintln!("{}", lines.join("\n"));
+    }
 }

@@ -1,12 +1,12 @@
 //! The AppStack server: one binary, `appstack`, for every role, like Loki's `-target`.
 //!
 //! This library holds what the binary runs, so tests start the very same server in-process:
-//! [`StackConfig`] (the whole configuration), [`auth_role`] (the auth service),
-//! [`migrate`], and [`dev`] (the whole stack with a private PostgreSQL).
+//! [`runner`] (listeners, pool, admin port, gRPC port and shutdown order, written once for
+//! every role), the services' builders ([`auth_service`]), [`migrate`], and [`dev`] (the
+//! whole stack with a private PostgreSQL). The configuration is
+//! [`appstack_config::StackConfig`].
 
-pub mod auth_role;
+pub mod auth_service;
 pub mod dev;
 pub mod migrate;
-mod stack_config;
-
-pub use stack_config::StackConfig;
+pub mod runner;

@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use appstack_common::config::{ConfigLoader, LogConfig, LogFormat};
+use appstack_common::config::ConfigLoader;
 use appstack_common::{shutdown, telemetry};
-use appstack_server::StackConfig;
-use appstack_server::auth_role::{self, Listeners};
+use appstack_config::{LogConfig, LogFormat, StackConfig};
+use appstack_server::auth_service;
 use appstack_server::dev::{self, DevOptions};
+use appstack_server::runner::{self, Listeners};
 use clap::{Args, Parser, Subcommand};
 
 /// AppStack: a production backend on Kubernetes from one custom resource.
@@ -32,7 +33,7 @@ enum Command {
     Simulator(SimulatorArgs),
     /// Write a new Ed25519 signing key `<kid>.pem` into a keys folder (key rotation).
     Keygen {
-        /// The keys folder (the auth.keys_dir of the services).
+        /// The keys folder (the auth.keysDir of the services).
         #[arg(long)]
         keys_dir: PathBuf,
         /// Key id; default: `k` + the current UTC time, which sorts after older keys.
@@ -66,10 +67,10 @@ struct ServeArgs {
 /// The flags every serving role takes, `dev` included.
 #[derive(Debug, Args)]
 struct CommonFlags {
-    /// gRPC listen address (server.grpc_addr).
+    /// gRPC listen address (server.grpcAddr).
     #[arg(long)]
     grpc_addr: Option<SocketAddr>,
-    /// Admin HTTP listen address (server.admin_addr).
+    /// Admin HTTP listen address (server.adminAddr).
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
     /// Log format: json or pretty (log.format).
@@ -77,8 +78,6 @@ struct CommonFlags {
     log_format: Option<String>,
 }
 
-/// `dev`'s sources, lowest first: its own defaults, file, `APPSTACK_*` environment (not
-/// `DATABASE_URL`), these flags. See `appstack_server::dev` for what `dev` owns.
 /// Options of `appstack simulator`.
 #[derive(Debug, Args)]
 struct SimulatorArgs {
@@ -96,6 +95,8 @@ struct SimulatorArgs {
     log_format: String,
 }
 
+/// `dev`'s sources, lowest first: its own defaults, file, `APPSTACK_*` environment (not
+/// `DATABASE_URL`), these flags. See `appstack_server::dev` for what `dev` owns.
 #[derive(Debug, Args)]
 struct DevArgs {
     /// Where the private PostgreSQL, keys and admin password live; kept between runs.
@@ -112,10 +113,10 @@ struct DevArgs {
 impl CommonFlags {
     fn apply(&self, mut loader: ConfigLoader) -> ConfigLoader {
         if let Some(addr) = self.grpc_addr {
-            loader = loader.set("server.grpc_addr", addr);
+            loader = loader.set("server.grpcAddr", addr);
         }
         if let Some(addr) = self.admin_addr {
-            loader = loader.set("server.admin_addr", addr);
+            loader = loader.set("server.adminAddr", addr);
         }
         if let Some(format) = &self.log_format {
             loader = loader.set("log.format", format);
@@ -167,7 +168,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = args.load()?;
             telemetry::init_logging(&config.log)?;
             let listeners = Listeners::bind(&config).await?;
-            auth_role::run(config, listeners, shutdown::on_signal()).await
+            let services = vec![auth_service::builder()];
+            runner::run(config, listeners, services, shutdown::on_signal()).await
         }
         Command::Migrate(args) => {
             let config = args.load()?;
@@ -227,7 +229,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
-            let pool = auth_role::prepare_database(&config, "appstack-bootstrap").await?;
+            let pool = runner::prepare_database(&config, "appstack-bootstrap").await?;
             let metrics = appstack_common::metrics::MetricsRegistry::default();
             let auth = appstack_auth::Auth::new(config.auth.clone(), pool, &metrics).await?;
             let outcome = auth.bootstrap_admin(&email, &password).await?;

@@ -2,8 +2,8 @@
 //! before rolling out a new version).
 
 use anyhow::Context as _;
-use appstack_common::config::DatabaseConfig;
 use appstack_common::db;
+use appstack_config::DatabaseConfig;
 
 /// Applies every pending migration and reports the schema version.
 pub async fn run(database: &DatabaseConfig) -> anyhow::Result<i64> {

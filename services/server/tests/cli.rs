@@ -24,7 +24,7 @@ fn help_lists_the_roles() {
 fn a_typo_in_the_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("appstack.toml");
-    std::fs::write(&path, "[server]\ngrpc_adress = \"0.0.0.0:1\"\n").unwrap();
+    std::fs::write(&path, "[server]\ngrpcAdress = \"0.0.0.0:1\"\n").unwrap();
     let out = appstack()
         .args(["auth", "--config"])
         .arg(&path)
@@ -32,7 +32,7 @@ fn a_typo_in_the_config_file_is_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("grpc_adress"), "{err}");
+    assert!(err.contains("grpcAdress"), "{err}");
 }
 
 #[test]
@@ -44,12 +44,15 @@ fn bad_values_from_env_and_missing_database_are_reported() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("access_token_ttl"), "{err}");
+    assert!(
+        err.contains("auth.accessTokenTtl (APPSTACK_AUTH__ACCESS_TOKEN_TTL)"),
+        "{err}"
+    );
 
     let out = appstack().arg("auth").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("database.url is required"), "{err}");
+    assert!(err.contains("database.url: is required"), "{err}");
 }
 
 #[test]
@@ -88,7 +91,7 @@ fn the_config_file_may_come_from_appstack_config() {
     // unknown key `config`. The file's own typo is what gets reported.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("appstack.toml");
-    std::fs::write(&path, "[server]\ngrpc_adress = \"0.0.0.0:1\"\n").unwrap();
+    std::fs::write(&path, "[server]\ngrpcAdress = \"0.0.0.0:1\"\n").unwrap();
     let out = appstack()
         .arg("auth")
         .env("APPSTACK_CONFIG", &path)
@@ -97,6 +100,62 @@ fn the_config_file_may_come_from_appstack_config() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("grpc_adress"), "{err}");
+    assert!(err.contains("grpcAdress"), "{err}");
     assert!(!err.contains("`config`"), "{err}");
+}
+
+#[test]
+fn environment_variables_map_to_camel_case_keys() {
+    // Both rules broken: the variables reached `database.maxConnections` and
+    // `database.minConnections`, and the message names them by their camelCase paths.
+    let out = appstack()
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("APPSTACK_DATABASE__MAX_CONNECTIONS", "0")
+        .env("APPSTACK_DATABASE__MIN_CONNECTIONS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database.maxConnections: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("database.minConnections: must not exceed maxConnections"),
+        "{err}"
+    );
+}
+
+#[test]
+fn map_entries_from_the_environment_are_refused_by_name() {
+    let out = appstack()
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("APPSTACK_ROUTES__CHARGE__SERVICE", "payments")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "APPSTACK_ROUTES__CHARGE__SERVICE: routes entries are set in the configuration file"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn snake_case_keys_in_the_file_are_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("appstack.toml");
+    std::fs::write(&path, "[database]\nmax_connections = 3\n").unwrap();
+    let out = appstack()
+        .args(["migrate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_connections"), "{err}");
 }

@@ -338,7 +338,7 @@ fn dev_reads_env_and_config_file_logs_plainly_and_restarts_quietly() {
     // Second start on the same folder: the file (through APPSTACK_CONFIG, which must not
     // be taken for a setting), and the migrations table already exists.
     let config = folder.data_dir.join("dev.toml");
-    std::fs::write(&config, "[auth]\naccess_token_ttl = \"11m\"\n").unwrap();
+    std::fs::write(&config, "[auth]\naccessTokenTtl = \"11m\"\n").unwrap();
     let mut command = dev_command(&folder, grpc, admin);
     command.env("APPSTACK_CONFIG", &config);
     let mut process = Process::spawn(command);
@@ -362,12 +362,12 @@ fn dev_reads_env_and_config_file_logs_plainly_and_restarts_quietly() {
 fn an_unknown_key_in_the_dev_config_file_is_named_and_nothing_is_touched() {
     let folder = Folder::new();
     let config = folder.data_dir.with_file_name("dev.toml");
-    std::fs::write(&config, "[auth]\naccess_token_tll = \"10m\"\n").unwrap();
+    std::fs::write(&config, "[auth]\naccessTokenTll = \"10m\"\n").unwrap();
     let mut command = dev_command(&folder, free_port(), free_port());
     command.arg("--config").arg(&config);
     let (status, output) = Process::spawn(command).wait_exit();
     assert!(!status.success(), "{output}");
-    assert!(output.contains("access_token_tll"), "{output}");
+    assert!(output.contains("accessTokenTll"), "{output}");
     assert!(!folder.data_dir.exists(), "data folder created:\n{output}");
 }
 

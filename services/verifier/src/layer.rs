@@ -43,23 +43,24 @@ impl AuthLayer {
 }
 
 impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
+    type Service = AuthMiddleware<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
+        AuthMiddleware {
             inner,
             layer: self.clone(),
         }
     }
 }
 
-/// Service made by [`AuthLayer`].
+/// The service [`AuthLayer`] wraps around the inner one (named apart from the generated
+/// `AuthService` trait of `appstack.auth.v1`).
 #[derive(Clone, Debug)]
-pub struct AuthService<S> {
+pub struct AuthMiddleware<S> {
     inner: S,
     layer: AuthLayer,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthMiddleware<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,

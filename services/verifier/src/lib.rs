@@ -13,7 +13,7 @@
 //!
 //! let keys = KeyCache::new(Arc::new(GrpcJwksSource::new(channel)), Default::default());
 //! let verifier = Verifier::new(VerifierConfig::new("https://auth.appstack", "appstack"), keys);
-//! let layer = AuthLayer::new(Arc::new(verifier)).allow_anonymous("/grpc.health.v1.Health/");
+//! let layer = AuthLayer::new(Arc::new(verifier)).allow_anonymous("/grpc.health.v1.Health/Check");
 //! # }
 //! ```
 
@@ -26,5 +26,5 @@ mod verifier;
 pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 pub use identity::{Identity, PrincipalKind, require_identity, require_role};
 pub use keys::{GrpcJwksSource, KeyCache, KeyCacheConfig, KeySource, StaticKeySource};
-pub use layer::{AuthLayer, AuthService};
+pub use layer::{AuthLayer, AuthMiddleware};
 pub use verifier::{Verifier, VerifierConfig, VerifyError};

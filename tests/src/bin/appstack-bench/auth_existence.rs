@@ -43,7 +43,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 async fn measure(prevent: bool) -> anyhow::Result<(Latencies, Latencies)> {
     let server = AuthServer::start_with(|c| {
         // Production hashing; a threshold no run reaches, so every attempt checks a hash.
-        c.auth.password = appstack_auth::config::PasswordConfig::default();
+        c.auth.password = appstack_config::PasswordConfig::default();
         c.auth.lockout.threshold = 1_000_000;
         c.auth.prevent_user_existence_errors = prevent;
     })

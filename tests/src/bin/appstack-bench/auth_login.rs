@@ -31,7 +31,7 @@ struct LoginRun {
     errors: BTreeMap<String, u64>,
     latencies: Latencies,
     elapsed: Duration,
-    params: appstack_auth::config::PasswordConfig,
+    params: appstack_config::PasswordConfig,
 }
 
 pub(crate) fn run(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ pub(crate) fn run(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()>
     let server = runtime.block_on(AuthServer::start_with(|c| {
         // Keep the default OWASP parameters (19 MiB, t=2, p=1) and one worker per core; only
         // make room in the queue so the clients never meet RESOURCE_EXHAUSTED.
-        c.auth.password = appstack_auth::config::PasswordConfig {
+        c.auth.password = appstack_config::PasswordConfig {
             queue: 1024,
             ..Default::default()
         };
@@ -227,7 +227,7 @@ async fn login_loop(
 /// argon2id verifications per second of a PHC hash made with `config`'s parameters, on
 /// `threads` threads for `seconds`, and their latencies.
 fn argon2_baseline(
-    config: &appstack_auth::config::PasswordConfig,
+    config: &appstack_config::PasswordConfig,
     threads: usize,
     seconds: Duration,
 ) -> anyhow::Result<(f64, Latencies)> {
