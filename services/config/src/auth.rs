@@ -67,6 +67,11 @@ pub struct AuthConfig {
     /// `http://appstack-auth.appstack.svc:9090/.well-known/jwks.json`. Must be an absolute
     /// `http` or `https` URL.
     pub jwks_uri: Option<String>,
+    /// The auth service's gRPC endpoint, from which processes that do not run auth
+    /// themselves (`appstack main`, `appstack worker`) fetch its signing keys (`GetJwks`)
+    /// to verify tokens locally, e.g. `http://appstack-auth.appstack.svc:8080`. An
+    /// absolute `http` or `https` URL; default `http://127.0.0.1:8080`.
+    pub endpoint: String,
 }
 
 impl AuthConfig {
@@ -98,6 +103,7 @@ impl Default for AuthConfig {
             refresh_reuse_grace: Duration::from_secs(10),
             prevent_user_existence_errors: true,
             jwks_uri: None,
+            endpoint: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -132,6 +138,12 @@ impl Validate for AuthConfig {
         }
         if self.refresh_reuse_grace > Duration::from_secs(300) {
             p.push("refreshReuseGrace", "must be at most 5m");
+        }
+        if !is_absolute_http_url(&self.endpoint) {
+            p.push(
+                "endpoint",
+                "must be an absolute http(s) URL such as http://appstack-auth.appstack.svc:8080",
+            );
         }
         p.field("password", |p| self.password.check(p));
         p.field("lockout", |p| self.lockout.check(p));

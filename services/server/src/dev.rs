@@ -45,7 +45,7 @@ use appstack_localpg::{LocalPostgres, Options};
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth_service;
+use crate::{auth_service, request_services};
 use crate::runner::{self, Listeners, ServiceBuilder};
 
 /// The development stack's settings.
@@ -128,11 +128,23 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         "appstack dev: starting PostgreSQL in {}",
         data_dir.join("postgres").display()
     );
+    // The external services requests go to: the simulator, unless the configuration
+    // declares its own.
+    let simulator = appstack_simulator::Simulator::start_on_loopback(
+        appstack_simulator::FaultPlan::default(),
+    )
+    .await
+    .context("starting the external-service simulator")?;
+    if config.external_services.is_empty() && config.routes.is_empty() {
+        add_simulator_routes(&mut config, &simulator);
+    }
     let postgres = LocalPostgres::start(Options::new(data_dir.join("postgres")))
         .await
         .context("starting the private PostgreSQL")?;
     config.database.url = postgres.url(DATABASE);
-    let result = run_with_postgres(config, listeners, &data_dir, &postgres, shutdown).await;
+    let result =
+        run_with_postgres(config, listeners, &data_dir, &postgres, &simulator, shutdown).await;
+    simulator.stop(Duration::from_secs(2)).await;
     eprintln!("appstack dev: stopping PostgreSQL");
     let stopped = postgres.stop().await;
     result?;
@@ -140,11 +152,45 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
+/// The routes `dev` gives a configuration without any: `echo` over HTTP/JSON, `echo-grpc`
+/// over the gRPC Processor, and `ordered` (HTTP, one at a time per payload `account`), all
+/// to the simulator.
+pub fn add_simulator_routes(config: &mut StackConfig, simulator: &appstack_simulator::Simulator) {
+    use appstack_config::{ExternalServiceConfig, Protocol, RouteConfig};
+    config.external_services.insert(
+        "simulator".into(),
+        ExternalServiceConfig {
+            endpoint: format!("http://{}/process", simulator.http),
+            protocol: Protocol::Http,
+            ..ExternalServiceConfig::default()
+        },
+    );
+    config.external_services.insert(
+        "simulator-grpc".into(),
+        ExternalServiceConfig {
+            endpoint: format!("http://{}", simulator.grpc),
+            protocol: Protocol::Grpc,
+            ..ExternalServiceConfig::default()
+        },
+    );
+    let route = |service: &str, ordering_key: Option<&str>| RouteConfig {
+        service: service.into(),
+        ordering_key: ordering_key.map(Into::into),
+        ..RouteConfig::default()
+    };
+    config.routes.insert("echo".into(), route("simulator", None));
+    config.routes.insert("echo-grpc".into(), route("simulator-grpc", None));
+    config
+        .routes
+        .insert("ordered".into(), route("simulator", Some("/account")));
+}
+
 async fn run_with_postgres(
     config: StackConfig,
     listeners: Listeners,
     data_dir: &Path,
     postgres: &LocalPostgres,
+    simulator: &appstack_simulator::Simulator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     ensure_database(postgres, DATABASE).await?;
@@ -154,6 +200,8 @@ async fn run_with_postgres(
         admin: listeners.admin.local_addr()?,
         postgres: postgres.url(DATABASE),
         data_dir: data_dir.to_owned(),
+        simulator: simulator.http,
+        kinds: config.routes.keys().cloned().collect(),
     };
     // The runner migrates first (`migrateOnStart`); the admin is created before serving, so
     // the banner is true when printed.
@@ -163,7 +211,8 @@ async fn run_with_postgres(
         banner.print(&password, outcome);
         Ok(auth_service::parts(&auth, &ctx))
     });
-    runner::run(config, listeners, vec![auth], shutdown).await
+    let services = vec![auth, request_services::main_and_worker_builder()];
+    runner::run(config, listeners, services, shutdown).await
 }
 
 async fn ensure_database(postgres: &LocalPostgres, name: &str) -> anyhow::Result<()> {
@@ -208,6 +257,8 @@ struct Banner {
     admin: SocketAddr,
     postgres: String,
     data_dir: PathBuf,
+    simulator: SocketAddr,
+    kinds: Vec<String>,
 }
 
 impl Banner {
@@ -223,11 +274,16 @@ impl Banner {
             String::new(),
             "AppStack dev stack is up. Ctrl-C stops everything.".to_owned(),
             String::new(),
-            format!("  auth gRPC     {grpc}   (appstack.auth.v1.AuthService; reflection on)"),
+            format!("  gRPC          {grpc}   (auth, main and worker; reflection on)"),
             format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
             format!("  JWKS          {}", local_jwks_uri(admin)),
             format!("  PostgreSQL    {db}"),
             format!("  data folder   {data}"),
+            format!(
+                "  simulator     http://{}/_simulator/faults   (request kinds: {})",
+                self.simulator,
+                self.kinds.join(", ")
+            ),
             format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),
             String::new(),
             "Try it with grpcurl:".to_owned(),
@@ -238,8 +294,22 @@ impl Banner {
             format!(
                 "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"correct horse battery\"}}' {grpc} appstack.auth.v1.AuthService/Login"
             ),
+            "  export ACCESS_TOKEN=<accessToken from the Login answer>".to_owned(),
             format!(
                 "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" {grpc} appstack.auth.v1.AuthService/WhoAmI"
+            ),
+            format!(
+                "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" -d '{{\"kind\":\"echo\",\"payload\":\"{{\\\"hello\\\":1}}\",\"mode\":\"MODE_SYNC\"}}' {grpc} appstack.main.v1.RequestService/Submit"
+            ),
+            format!(
+                "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" -d '{{\"kind\":\"echo\",\"payload\":\"{{\\\"hello\\\":2}}\",\"mode\":\"MODE_ASYNC\",\"idempotencyKey\":\"first\"}}' {grpc} appstack.main.v1.RequestService/Submit"
+            ),
+            format!(
+                "  grpcurl -plaintext -H \"authorization: Bearer $ACCESS_TOKEN\" -d '{{\"id\":\"<id from the Submit answer>\"}}' {grpc} appstack.main.v1.RequestService/Watch"
+            ),
+            "Queue statistics need the admin: log in as the admin user above, then".to_owned(),
+            format!(
+                "  grpcurl -plaintext -H \"authorization: Bearer $ADMIN_TOKEN\" {grpc} appstack.worker.v1.WorkerAdmin/QueueStats"
             ),
             String::new(),
         ];

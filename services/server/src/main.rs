@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use appstack_common::config::ConfigLoader;
 use appstack_common::{shutdown, telemetry};
 use appstack_config::{LogConfig, LogFormat, StackConfig};
-use appstack_server::auth_service;
+use appstack_server::{auth_service, request_services};
 use appstack_server::dev::{self, DevOptions};
 use appstack_server::runner::{self, Listeners};
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the auth service (users, tokens, JWKS).
     Auth(ServeArgs),
+    /// Run the request API (appstack.main.v1.RequestService).
+    Main(ServeArgs),
+    /// Run the worker: executes queued requests; serves appstack.worker.v1.WorkerAdmin.
+    Worker(ServeArgs),
+    /// Run auth, main and worker in one process (one gRPC port, one pool): small installs.
+    All(ServeArgs),
     /// Apply database migrations, once per version, and exit.
     Migrate(ServeArgs),
     /// Run the whole stack on this machine with a private PostgreSQL.
@@ -162,14 +168,25 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
+/// Runs `services` in this process with the configuration of `args`, until a signal.
+async fn serve(args: ServeArgs, services: Vec<runner::ServiceBuilder>) -> anyhow::Result<()> {
+    let config = args.load()?;
+    telemetry::init_logging(&config.log)?;
+    let listeners = Listeners::bind(&config).await?;
+    runner::run(config, listeners, services, shutdown::on_signal()).await
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Auth(args) => {
-            let config = args.load()?;
-            telemetry::init_logging(&config.log)?;
-            let listeners = Listeners::bind(&config).await?;
-            let services = vec![auth_service::builder()];
-            runner::run(config, listeners, services, shutdown::on_signal()).await
+        Command::Auth(args) => serve(args, vec![auth_service::builder()]).await,
+        Command::Main(args) => serve(args, vec![request_services::main_builder()]).await,
+        Command::Worker(args) => serve(args, vec![request_services::worker_builder()]).await,
+        Command::All(args) => {
+            let services = vec![
+                auth_service::builder(),
+                request_services::main_and_worker_builder(),
+            ];
+            serve(args, services).await
         }
         Command::Migrate(args) => {
             let config = args.load()?;
