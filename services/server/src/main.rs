@@ -9,7 +9,7 @@ use appstack_common::{shutdown, telemetry};
 use appstack_config::{LogConfig, LogFormat, StackConfig};
 use appstack_server::auth_service;
 use appstack_server::dev::{self, DevOptions};
-use appstack_server::runner::{self, Listeners};
+use appstack_server::runner::{self, Listeners, ServiceBuilder};
 use clap::{Args, Parser, Subcommand};
 
 /// AppStack: a production backend on Kubernetes from one custom resource.
@@ -153,6 +153,14 @@ impl DevArgs {
     }
 }
 
+/// Runs `services` with the configuration of `args` until SIGTERM or Ctrl-C.
+async fn serve(args: &ServeArgs, services: Vec<ServiceBuilder>) -> anyhow::Result<()> {
+    let config = args.load()?;
+    telemetry::init_logging(&config.log)?;
+    let listeners = Listeners::bind(&config).await?;
+    runner::run(config, listeners, services, shutdown::on_signal()).await
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -164,13 +172,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Auth(args) => {
-            let config = args.load()?;
-            telemetry::init_logging(&config.log)?;
-            let listeners = Listeners::bind(&config).await?;
-            let services = vec![auth_service::builder()];
-            runner::run(config, listeners, services, shutdown::on_signal()).await
-        }
+        // A role is the list of services it runs in one process.
+        Command::Auth(args) => serve(&args, vec![auth_service::builder()]).await,
         Command::Migrate(args) => {
             let config = args.load()?;
             telemetry::init_logging(&config.log)?;
