@@ -142,7 +142,7 @@ fn representable(duration: Duration) -> bool {
     duration.subsec_nanos().is_multiple_of(1_000_000) && duration <= MAX
 }
 
-/// Serialises a duration canonically ([`format`]).
+/// Serialises a duration canonically ([`format()`]).
 ///
 /// # Errors
 ///

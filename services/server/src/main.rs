@@ -9,7 +9,7 @@ use appstack_common::{shutdown, telemetry};
 use appstack_config::{LogConfig, LogFormat, StackConfig};
 use appstack_server::{auth_service, request_services};
 use appstack_server::dev::{self, DevOptions};
-use appstack_server::runner::{self, Listeners};
+use appstack_server::runner::{self, Listeners, ServiceBuilder};
 use clap::{Args, Parser, Subcommand};
 
 /// AppStack: a production backend on Kubernetes from one custom resource.
@@ -159,6 +159,14 @@ impl DevArgs {
     }
 }
 
+/// Runs `services` with the configuration of `args` until SIGTERM or Ctrl-C.
+async fn serve(args: &ServeArgs, services: Vec<ServiceBuilder>) -> anyhow::Result<()> {
+    let config = args.load()?;
+    telemetry::init_logging(&config.log)?;
+    let listeners = Listeners::bind(&config).await?;
+    runner::run(config, listeners, services, shutdown::on_signal()).await
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -168,25 +176,18 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
-/// Runs `services` in this process with the configuration of `args`, until a signal.
-async fn serve(args: ServeArgs, services: Vec<runner::ServiceBuilder>) -> anyhow::Result<()> {
-    let config = args.load()?;
-    telemetry::init_logging(&config.log)?;
-    let listeners = Listeners::bind(&config).await?;
-    runner::run(config, listeners, services, shutdown::on_signal()).await
-}
-
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Auth(args) => serve(args, vec![auth_service::builder()]).await,
-        Command::Main(args) => serve(args, vec![request_services::main_builder()]).await,
-        Command::Worker(args) => serve(args, vec![request_services::worker_builder()]).await,
+        // A role is the list of services it runs in one process.
+        Command::Auth(args) => serve(&args, vec![auth_service::builder()]).await,
+        Command::Main(args) => serve(&args, vec![request_services::main_builder()]).await,
+        Command::Worker(args) => serve(&args, vec![request_services::worker_builder()]).await,
         Command::All(args) => {
             let services = vec![
                 auth_service::builder(),
                 request_services::main_and_worker_builder(),
             ];
-            serve(args, services).await
+            serve(&args, services).await
         }
         Command::Migrate(args) => {
             let config = args.load()?;

@@ -337,9 +337,12 @@ pub async fn run(
             None
         }
         Some(ended) = background.join_next() => {
-            if !shutdown.is_cancelled() {
-                failures.push(ended_early(ended));
-            }
+            let failure = if shutdown.is_cancelled() {
+                failed(ended)
+            } else {
+                Some(ended_early(ended))
+            };
+            failures.extend(failure);
             None
         }
         () = shutdown.cancelled() => None,
@@ -357,12 +360,7 @@ pub async fn run(
     let grace = config.server.shutdown_grace;
     if tokio::time::timeout(grace, async {
         while let Some(ended) = background.join_next().await {
-            if let Err(error) = ended
-                .map_err(anyhow::Error::new)
-                .and_then(|(name, r)| r.with_context(|| format!("background task {name}")))
-            {
-                failures.push(error);
-            }
+            failures.extend(failed(ended));
         }
     })
     .await
@@ -398,14 +396,24 @@ pub async fn run(
     }
 }
 
+/// The error of a background task that ended once shutdown began, if it failed.
+fn failed(
+    ended: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
+    match ended {
+        Ok((_, Ok(()))) => None,
+        Ok((name, Err(error))) => Some(error.context(format!("background task {name}"))),
+        Err(error) => Some(anyhow::Error::new(error).context("a background task panicked")),
+    }
+}
+
 /// The error for a background task that ended before shutdown was asked for.
 fn ended_early(
     ended: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
 ) -> anyhow::Error {
     match ended {
         Ok((name, Ok(()))) => anyhow::anyhow!("background task {name} ended before shutdown"),
-        Ok((name, Err(error))) => error.context(format!("background task {name}")),
-        Err(error) => anyhow::Error::new(error).context("a background task panicked"),
+        other => failed(other).unwrap_or_else(|| anyhow::anyhow!("a background task ended")),
     }
 }
 
@@ -463,25 +471,39 @@ mod tests {
         assert!(!err.contains("/Login"), "{err}");
     }
 
+    /// A process on loopback ports whose database is never reached (the pool is lazy and
+    /// no readiness check runs).
+    async fn loopback() -> (StackConfig, Listeners) {
+        let mut config = StackConfig::default();
+        config.server.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.server.admin_addr = ([127, 0, 0, 1], 0).into();
+        config.server.shutdown_delay = Duration::ZERO;
+        config.server.shutdown_grace = Duration::from_secs(1);
+        config.database.url = "postgres://nobody@127.0.0.1:1/none".into();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        (config, listeners)
+    }
+
+    fn verifier() -> Arc<Verifier> {
+        let keys = KeyCache::new(
+            Arc::new(StaticKeySource::new(Vec::new())),
+            Default::default(),
+        );
+        Arc::new(Verifier::new(
+            VerifierConfig::new("https://issuer", "aud"),
+            keys,
+        ))
+    }
+
     /// `run` itself refuses to start with a public method it does not serve (here: auth's
     /// Login in a process without the auth service), before serving anything.
     #[tokio::test]
     async fn run_refuses_an_unserved_public_method() {
-        let mut config = StackConfig::default();
-        config.server.grpc_addr = ([127, 0, 0, 1], 0).into();
-        config.server.admin_addr = ([127, 0, 0, 1], 0).into();
-        // Never connected to: the pool is lazy and nothing is served.
-        config.database.url = "postgres://nobody@127.0.0.1:1/none".into();
-        let listeners = Listeners::bind(&config).await.unwrap();
+        let (config, listeners) = loopback().await;
         let admin = listeners.admin.local_addr().unwrap();
         let builder = ServiceBuilder::new("test", |_ctx| async {
-            let keys = KeyCache::new(
-                Arc::new(StaticKeySource::new(Vec::new())),
-                Default::default(),
-            );
-            let verifier = Verifier::new(VerifierConfig::new("https://issuer", "aud"), keys);
             Ok(Parts::new()
-                .verifier(Arc::new(verifier))
+                .verifier(verifier())
                 .public_methods(&["/appstack.auth.v1.AuthService/Login"]))
         });
         let err = run(config, listeners, vec![builder], CancellationToken::new())
@@ -493,6 +515,51 @@ mod tests {
             "{err:#}"
         );
         // Nothing was left listening.
+        assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+    }
+
+    /// Whichever part ends first ends the process: a background task failing stops the
+    /// gRPC and admin ports and is the process's error.
+    #[tokio::test]
+    async fn a_failing_background_task_ends_the_process() {
+        let (config, listeners) = loopback().await;
+        let (grpc, admin) = (
+            listeners.grpc.local_addr().unwrap(),
+            listeners.admin.local_addr().unwrap(),
+        );
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let builder = ServiceBuilder::new("test", |ctx| async move {
+            assert!(ctx.verifier.is_none());
+            Ok(Parts::new()
+                .verifier(verifier())
+                .task("doomed", async move {
+                    let _ = started_rx.await;
+                    anyhow::bail!("lost the queue")
+                }))
+        });
+        let shutdown = CancellationToken::new();
+        let process = tokio::spawn(run(config, listeners, vec![builder], shutdown.clone()));
+        // Serving: the admin port answers.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(admin).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "admin port never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started_tx.send(()).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), process)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("background task doomed: lost the queue"),
+            "{err:#}"
+        );
+        assert!(shutdown.is_cancelled());
+        assert!(tokio::net::TcpStream::connect(grpc).await.is_err());
         assert!(tokio::net::TcpStream::connect(admin).await.is_err());
     }
 }
