@@ -5,4 +5,5 @@ pub mod auth_server;
 pub mod clients;
 pub mod pg;
 pub mod raw_grpc;
+pub mod stack_server;
 pub mod tcp_proxy;

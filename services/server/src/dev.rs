@@ -45,8 +45,8 @@ use appstack_localpg::{LocalPostgres, Options};
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth_service, request_services};
 use crate::runner::{self, Listeners, ServiceBuilder};
+use crate::{auth_service, request_services};
 
 /// The development stack's settings.
 #[derive(Debug, Clone)]
@@ -130,11 +130,10 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     );
     // The external services requests go to: the simulator, unless the configuration
     // declares its own.
-    let simulator = appstack_simulator::Simulator::start_on_loopback(
-        appstack_simulator::FaultPlan::default(),
-    )
-    .await
-    .context("starting the external-service simulator")?;
+    let simulator =
+        appstack_simulator::Simulator::start_on_loopback(appstack_simulator::FaultPlan::default())
+            .await
+            .context("starting the external-service simulator")?;
     if config.external_services.is_empty() && config.routes.is_empty() {
         add_simulator_routes(&mut config, &simulator);
     }
@@ -142,8 +141,10 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         .await
         .context("starting the private PostgreSQL")?;
     config.database.url = postgres.url(DATABASE);
-    let result =
-        run_with_postgres(config, listeners, &data_dir, &postgres, &simulator, shutdown).await;
+    let result = run_with_postgres(
+        config, listeners, &data_dir, &postgres, &simulator, shutdown,
+    )
+    .await;
     simulator.stop(Duration::from_secs(2)).await;
     eprintln!("appstack dev: stopping PostgreSQL");
     let stopped = postgres.stop().await;
@@ -178,8 +179,12 @@ pub fn add_simulator_routes(config: &mut StackConfig, simulator: &appstack_simul
         ordering_key: ordering_key.map(Into::into),
         ..RouteConfig::default()
     };
-    config.routes.insert("echo".into(), route("simulator", None));
-    config.routes.insert("echo-grpc".into(), route("simulator-grpc", None));
+    config
+        .routes
+        .insert("echo".into(), route("simulator", None));
+    config
+        .routes
+        .insert("echo-grpc".into(), route("simulator-grpc", None));
     config
         .routes
         .insert("ordered".into(), route("simulator", Some("/account")));

@@ -7,9 +7,9 @@ use anyhow::Context as _;
 use appstack_common::config::ConfigLoader;
 use appstack_common::{shutdown, telemetry};
 use appstack_config::{LogConfig, LogFormat, StackConfig};
-use appstack_server::{auth_service, request_services};
 use appstack_server::dev::{self, DevOptions};
 use appstack_server::runner::{self, Listeners, ServiceBuilder};
+use appstack_server::{auth_service, request_services};
 use clap::{Args, Parser, Subcommand};
 
 /// AppStack: a production backend on Kubernetes from one custom resource.

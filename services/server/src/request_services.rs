@@ -72,10 +72,12 @@ async fn build(ctx: Context, main: bool, worker: bool) -> anyhow::Result<Parts> 
         ));
         let refreshing = Arc::clone(&verifier);
         let stop = ctx.shutdown.clone();
-        parts = parts.verifier(verifier).task("verifier key refresh", async move {
-            refreshing.keys().run_refresh(KEY_REFRESH, stop).await;
-            Ok(())
-        });
+        parts = parts
+            .verifier(verifier)
+            .task("verifier key refresh", async move {
+                refreshing.keys().run_refresh(KEY_REFRESH, stop).await;
+                Ok(())
+            });
     }
     if main {
         let api = Main::start(
@@ -100,7 +102,8 @@ async fn build(ctx: Context, main: bool, worker: bool) -> anyhow::Result<Parts> 
                 registry,
             ));
         });
-        let job_loop = built.context("the metrics registry did not run the worker's registration")?;
+        let job_loop =
+            built.context("the metrics registry did not run the worker's registration")?;
         let grace = config.server.shutdown_grace.saturating_sub(DRAIN_MARGIN);
         let shutdown = ctx.shutdown.clone();
         parts = parts

@@ -51,6 +51,7 @@ impl Processor for Echo {
                     "id": req.id,
                     "kind": req.kind,
                     "attempt": req.attempt,
+                    "idempotencyKey": req.idempotency_key,
                 });
                 Ok(Response::new(pb::ProcessResponse {
                     result: result.to_string(),
