@@ -253,14 +253,13 @@ impl StackServer {
         http_get(self.admin, path).await
     }
 
-    /// Stops the stack (graceful drain) and the simulator; how the stack ended.
+    /// Stops the stack (graceful drain); how it ended.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let result = match self.task.take() {
+        match self.task.take() {
             Some(task) => task.await.context("stack task")?,
             None => Ok(()),
-        };
-        result
+        }
     }
 }
 
