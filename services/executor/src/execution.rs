@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use appstack_queue::decide::Outcome;
 use appstack_queue::store::Failure;
+use appstack_resilience::breaker::State;
 use appstack_resilience::pipeline::Executed;
 use appstack_resilience::{ResilienceError, retry::Stop};
 use tokio::time::Instant;
@@ -96,7 +97,25 @@ impl Executor {
                 })
             })
             .await;
-        let execution = judge(executed, self.max_result_bytes, Instant::now());
+        let mut execution = judge(executed, self.max_result_bytes, Instant::now());
+        if let Outcome::Retryable { reason, .. } = &execution.outcome {
+            // The call failed and the breaker is open now — this failure opened it, or it
+            // was a probe that kept it open: the service is known to be down, so the
+            // failure is the outage's, not the request's. It waits for the next probe
+            // without spending the attempt, as the requests refused while open do; a
+            // request dies of attempts only while its service is up.
+            let breaker = service.pipeline.breaker();
+            if matches!(breaker.state(), State::Open | State::ForcedOpen) {
+                let now = Instant::now();
+                let probe_in = breaker
+                    .next_probe_at()
+                    .map_or(Duration::from_secs(1), |at| {
+                        at.saturating_duration_since(now)
+                    });
+                tracing::debug!(%reason, ?probe_in, "failure during an outage: waiting for the breaker");
+                execution.outcome = Outcome::BreakerOpen { probe_in };
+            }
+        }
         self.metrics
             .record(route, &execution, started.elapsed(), execution.calls);
         execution
