@@ -1,0 +1,186 @@
+//! Workers killed mid-flight lose nothing: two `appstack worker` processes burn down 5,000
+//! queued requests while one of them is SIGKILLed three times and restarted. Every request
+//! ends succeeded; the external service sees a repeat only for requests in flight at a
+//! kill, always with the same idempotency key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use appstack_queue::store::{NewRequest, Queue, SubmitOutcome};
+use appstack_simulator::{FaultPlan, Simulator};
+use appstack_tests::pg;
+use tokio::process::{Child, Command};
+
+const REQUESTS: usize = 5_000;
+const CONCURRENCY: u32 = 32;
+
+/// The `appstack` binary beside this test's (cargo builds it for the workspace's tests).
+fn appstack_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let binary = dir.join("appstack");
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace first",
+        binary.display()
+    );
+    binary
+}
+
+fn config_file(dir: &Path, database_url: &str, simulator: &Simulator) -> PathBuf {
+    let path = dir.join("worker.toml");
+    let text = format!(
+        r#"
+[server]
+grpcAddr = "127.0.0.1:0"
+adminAddr = "127.0.0.1:0"
+shutdownDelay = "0s"
+shutdownGrace = "5s"
+
+[database]
+url = "{database_url}"
+maxConnections = 8
+
+[log]
+format = "json"
+filter = "warn"
+
+[queue]
+lease = "2s"
+heartbeat = "500ms"
+pollInterval = "200ms"
+rescuerInterval = "250ms"
+
+[worker]
+concurrency = {CONCURRENCY}
+claimBatch = 16
+
+[externalServices.sim]
+endpoint = "http://{http}/process"
+
+[externalServices.sim.resilience.retry]
+maxAttempts = 1
+
+[routes.echo]
+service = "sim"
+maxJobAttempts = 10
+"#,
+        http = simulator.http
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_worker(config: &Path) -> Child {
+    Command::new(appstack_binary())
+        .arg("worker")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
+    let database = pg::test_database().await.unwrap();
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    appstack_common::db::migrate(&pool).await.unwrap();
+    let queue = Queue::new(pool.clone());
+    let simulator = Simulator::start_on_loopback(FaultPlan {
+        latency: appstack_simulator::faults::Latency {
+            base: Duration::from_millis(5),
+            jitter: Duration::from_millis(10),
+        },
+        ..FaultPlan::default()
+    })
+    .await
+    .unwrap();
+    let mut ids = Vec::with_capacity(REQUESTS);
+    for n in 0..REQUESTS {
+        let payload = format!(r#"{{"n":{n}}}"#);
+        let outcome = queue
+            .submit_async(&NewRequest {
+                owner: "killer",
+                kind: "echo",
+                payload: &payload,
+                idempotency_key: None,
+                ordering_key: None,
+                deadline: None,
+            })
+            .await
+            .unwrap();
+        let SubmitOutcome::Created(record) = outcome else {
+            panic!()
+        };
+        ids.push(record.id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &database.url, &simulator);
+    let mut steady = spawn_worker(&config);
+    let mut victim = spawn_worker(&config);
+
+    let finished = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM requests.requests WHERE finished_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut kills = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let done = finished().await;
+        if done as usize == REQUESTS {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {REQUESTS} finished"
+        );
+        // Kill at roughly a quarter, a half and three quarters of the way.
+        if kills < 3 && done as usize > (kills + 1) * REQUESTS / 4 {
+            victim.start_kill().unwrap(); // SIGKILL
+            victim.wait().await.unwrap();
+            kills += 1;
+            victim = spawn_worker(&config);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kills, 3, "the burn-down ended before three kills");
+    let _ = steady.start_kill();
+    let _ = victim.start_kill();
+
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM requests.requests GROUP BY status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, vec![("succeeded".to_owned(), REQUESTS as i64)]);
+    let stats = simulator.calls().stats();
+    assert_eq!(stats.without_key, 0);
+    assert_eq!(
+        stats.distinct_keys as usize, REQUESTS,
+        "every request reached the service"
+    );
+    // A repeat only for what a killed worker held: at most its concurrency per kill.
+    let bound = u64::from(CONCURRENCY) * 3;
+    assert!(
+        stats.duplicate_calls <= bound,
+        "{} duplicate calls, more than {bound}",
+        stats.duplicate_calls
+    );
+    for id in &ids {
+        assert!(simulator.calls().calls_for(&id.to_string()) >= 1);
+    }
+    eprintln!(
+        "kill test: {} calls, {} duplicates",
+        stats.calls, stats.duplicate_calls
+    );
+}
