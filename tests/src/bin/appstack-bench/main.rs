@@ -36,6 +36,9 @@
 //!   (`history_ratio`, goal ≥ 0.9), and while another session holds a snapshot open
 //!   (`xmin_held_ratio`, goal ≥ 0.8).
 //!
+//! - `worker`: the burn-down of 20,000 queued requests through the real worker, each an HTTP
+//!   call to the simulator at zero latency (`burn_down_per_sec`, goal ≥ 6,000).
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -45,6 +48,7 @@ mod auth_verify;
 mod measure;
 mod queue;
 mod resilience;
+mod worker;
 
 use std::time::Duration;
 
@@ -85,6 +89,9 @@ enum Scenario {
     /// with a million finished requests in the tables (goal: ratio >= 0.9), and while a
     /// snapshot is held open (goal: ratio >= 0.8).
     Queue,
+    /// Burn-down of 20,000 queued requests through the worker, each an HTTP call to the
+    /// simulator at zero latency (goal: >= 6,000 per second on 2 cores).
+    Worker,
 }
 
 /// Options of `auth-login`.
@@ -113,5 +120,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::AuthExistence => auth_existence::run(),
         Scenario::Resilience => resilience::run(cli.seconds),
         Scenario::Queue => queue::run(cli.seconds),
+        Scenario::Worker => worker::run(),
     }
 }

@@ -1,0 +1,94 @@
+//! `worker`: the burn-down of 20,000 queued requests through the real worker (in-process,
+//! the `all` role's builders), each one an HTTP call to the simulator at zero latency:
+//! `burn_down_per_sec`. The requests are inserted by SQL before the stack starts, so only
+//! claiming, calling and recording are measured.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use appstack_tests::pg;
+use appstack_tests::stack_server::StackServer;
+
+use crate::measure::Report;
+
+/// Requests burned down.
+const REQUESTS: i64 = 20_000;
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")?;
+    runtime.block_on(measure())
+}
+
+async fn measure() -> anyhow::Result<()> {
+    let report = Report::new("worker");
+    let database = pg::test_database().await?;
+    let pool = sqlx::PgPool::connect(&database.url).await?;
+    appstack_common::db::migrate(&pool).await?;
+    sqlx::query(
+        "WITH r AS (
+            INSERT INTO requests.requests (id, owner, kind, mode, status, payload, last_sequence,
+                                           created_at, updated_at)
+            SELECT gen_random_uuid(), 'bench', 'echo', 'async', 'queued', '{\"n\":1}', 1, now(), now()
+            FROM generate_series(1, $1)
+            RETURNING id, created_at
+        ), j AS (
+            INSERT INTO requests.jobs (request_id, kind, mode, state, run_at)
+            SELECT id, 'echo', 'async', 'queued', created_at FROM r
+        )
+        INSERT INTO requests.events (request_id, sequence, to_status, at)
+        SELECT id, 1, 'queued', created_at FROM r",
+    )
+    .bind(REQUESTS)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
+    eprintln!("worker: {REQUESTS} requests queued; starting the stack");
+    let url = database.url.clone();
+    let started = Instant::now();
+    let stack = StackServer::start_with(move |config| {
+        config.database.url = url;
+        config.database.max_connections = 16;
+        config.log.filter = "warn".into();
+        config.worker.concurrency = 128;
+        config.worker.claim_batch = 64;
+    })
+    .await?;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM requests.jobs")
+            .fetch_one(&pool)
+            .await?;
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} requests still queued after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM requests.requests WHERE status = 'succeeded'")
+            .fetch_one(&pool)
+            .await?;
+    let calls = stack.simulator.calls().stats().calls;
+    report.real(
+        "burn_down_per_sec",
+        REQUESTS as f64 / elapsed.as_secs_f64(),
+        0,
+        "requests/s",
+    )?;
+    report.count(
+        "succeeded",
+        u64::try_from(succeeded).unwrap_or(0),
+        "requests",
+    )?;
+    report.count("external_calls", calls, "calls")?;
+    stack.stop().await?;
+    pool.close().await;
+    Ok(())
+}
