@@ -10,9 +10,10 @@
 //!    passed; no retry starts without
 //!    [`RetryPolicy::DEFAULT_MIN_ATTEMPT_TIME`](crate::retry::RetryPolicy::DEFAULT_MIN_ATTEMPT_TIME)
 //!    left (after its backoff).
-//! 2. **Retry** with the [`Retrier`](crate::Retrier) (backoff, jitter, pushback, budget). The request body
-//!    is read into memory once, up to `max_replay_body` bytes ([`DEFAULT_MAX_REPLAY_BODY`]),
-//!    and replayed on each attempt; a larger body is sent once, never retried.
+//! 2. **Retry** with the [`Retrier`](crate::Retrier) (backoff, jitter, pushback, budget).
+//!    The request body is read into memory once, up to `max_replay_body` bytes
+//!    ([`DEFAULT_MAX_REPLAY_BODY`]), and replayed on each attempt; a larger body is sent
+//!    once, never retried.
 //! 3. **Circuit breaker**: each attempt asks for a permit; an open breaker ends the call at
 //!    once with [`ResilienceError::CircuitOpen`] (with `next_probe_at`).
 //! 4. **Bulkhead**: each attempt takes a slot (waiting in the bounded line, never past the
@@ -21,6 +22,51 @@
 //!    inner service's readiness, the wait for the response head and, for gRPC, reading the
 //!    response body ahead (below). On a gRPC request (`content-type: application/grpc…`)
 //!    the same time is sent in `grpc-timeout`, so the callee knows its deadline.
+//!
+//! # Building the clients
+//!
+//! One layer per external service (clones share its breaker, budget and bulkhead). Over
+//! HTTP, a hyper-util `Client<_, ReplayBody<B>>` goes under it as it is:
+//! `ResilienceLayer::new("inventory", &config, HttpClassifier::new()).layer(client)`. Over
+//! gRPC, a tonic `Channel` goes under it behind one `map_request`, and a generated client
+//! goes on top:
+//!
+//! ```no_run
+//! use appstack_resilience::classify::GrpcClassifier;
+//! use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceLayer};
+//! use tonic_types::StatusExt;
+//! use tower::ServiceBuilder;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ResilienceConfig::default();
+//! let layer = ResilienceLayer::new("processor", &config, GrpcClassifier::new());
+//! let channel =
+//!     tonic::transport::Endpoint::from_static("http://processor:50051").connect_lazy();
+//! let service = ServiceBuilder::new()
+//!     .layer(layer.clone())
+//!     .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
+//!         r.map(tonic::body::Body::new)
+//!     })
+//!     .service(channel);
+//! // `ProcessorClient::new(service)` for a generated client; here tonic's own.
+//! let mut client = tonic::client::Grpc::new(service);
+//! # client.ready().await?;
+//! # let path = http::uri::PathAndQuery::from_static("/pkg.Processor/Process");
+//! # let codec = tonic_prost::ProstCodec::<(), ()>::default();
+//! match client.unary(tonic::Request::new(()), path, codec).await {
+//!     Ok(_) => {}
+//!     // A refusal by the layer: the code is right, and the details say which refusal.
+//!     Err(status) => match status.get_error_details().error_info() {
+//!         Some(info) if info.reason == "CIRCUIT_OPEN" || info.reason == "BULKHEAD_FULL" => {
+//!             // Not seen by the callee: reschedule, after the RetryInfo's delay if any.
+//!             let _wait = status.get_error_details().retry_info().and_then(|r| r.retry_delay);
+//!         }
+//!         _ => { /* the callee's answer, or our timeout (DEADLINE_EXCEEDED) */ }
+//!     },
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # gRPC: the status in the trailers
 //!

@@ -577,3 +577,37 @@ async fn grpc_refusals_are_answered_as_grpc_statuses() {
     let err = svc.call(grpc_request()).await.unwrap_err();
     assert!(matches!(err, ResilienceError::Inner(_)), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_body_is_dropped_gives_its_probe_slot_back() {
+    let mut c = config();
+    c.retry.max_attempts = 1;
+    c.circuit_breaker.half_open_probes = 1;
+    let slow = Step::SlowBody {
+        status: 200,
+        after: Duration::from_secs(1),
+    };
+    let mut steps = vec![Step::Status(503); 4];
+    steps.extend([slow, slow]);
+    let (scripted, mut svc) = http_service(&steps, &c);
+    for _ in 0..4 {
+        assert_eq!(svc.call(request(b"")).await.unwrap().status(), 503);
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // The one probe is in flight while its body streams: the next call is refused.
+    let probe = svc.call(request(b"")).await.unwrap();
+    let err = svc.call(request(b"")).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ResilienceError::CircuitOpen {
+            state: State::HalfOpen,
+            ..
+        }
+    ));
+    // Dropped unread: a cancelled probe, its slot free for the next call.
+    drop(probe);
+    let probe = svc.call(request(b"")).await.unwrap();
+    assert_eq!(scripted.calls(), 6);
+    let _ = probe.into_body().collect().await.unwrap();
+    assert_eq!(svc.layer.breaker().state(), State::Closed);
+}

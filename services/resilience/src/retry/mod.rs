@@ -191,11 +191,6 @@ impl Retrier {
         }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
-    }
-
     /// The budget.
     pub fn budget(&self) -> &Arc<RetryBudget> {
         &self.budget
