@@ -156,7 +156,7 @@ use response::{Guard, JudgeEnd};
 
 use crate::classify::{Classify, GRPC_STATUS, StreamEnd};
 use crate::config::ResilienceConfig;
-use crate::pipeline::{Admission, Attempt, AttemptContext, Pipeline, deadline};
+use crate::pipeline::{Admission, Attempt, AttemptContext, Keep, Pipeline, deadline};
 
 pub use crate::pipeline::ResilienceError;
 
@@ -358,14 +358,14 @@ impl<C> ResilienceLayer<C> {
             }
             request
         };
-        let settle = |response: Response<ResponseBody<RB>>, admission: Admission<'_>| {
-            self.settle(response, admission, grpc)
-        };
         let collected = match deadline::until(deadline, collect(body, self.max_replay_body)).await {
             Ok(collected) => collected,
-            Err(_) => return self.answer(grpc, Err(ResilienceError::DeadlineExceeded)),
+            Err(_) => {
+                let error = ResilienceError::DeadlineExceeded;
+                return self.refusal(grpc, &error).ok_or(error);
+            }
         };
-        let value = match collected {
+        let executed = match collected {
             Collected::Buffered { data, trailers } => {
                 let attempt = move |context| {
                     let mut request =
@@ -378,7 +378,7 @@ impl<C> ResilienceLayer<C> {
                     send(inner.clone(), with_timeout(request, context), read_ahead)
                 };
                 self.pipeline
-                    .run(Instant::now(), deadline, attempt, settle)
+                    .run(Instant::now(), deadline, attempt, Keep)
                     .await
             }
             // Too large to replay: one attempt, no retry.
@@ -387,10 +387,13 @@ impl<C> ResilienceLayer<C> {
                     let request = Request::from_parts(parts, body);
                     send(inner, with_timeout(request, context), read_ahead)
                 };
-                self.pipeline.once(deadline, attempt, settle).await
+                self.pipeline.once(deadline, attempt, Keep).await
             }
         };
-        self.answer(grpc, value.value)
+        match executed.value {
+            Ok((response, admission)) => Ok(self.settle(response, admission, grpc)),
+            Err(error) => self.refusal(grpc, &error).ok_or(error),
+        }
     }
 
     /// The answer the caller gets for `response`, the last attempt's: it holds the
@@ -418,15 +421,18 @@ impl<C> ResilienceLayer<C> {
         response
     }
 
-    /// For a gRPC request, the layer's own refusal as the gRPC status a client reads.
-    fn answer<RB: Body, E>(&self, grpc: bool, value: CallResult<RB, E>) -> CallResult<RB, E> {
-        match value {
-            Err(error) if grpc => match error.grpc_status(self.pipeline.breaker().name()) {
-                Some(status) => Ok(refusal::response(&status)),
-                None => Err(error),
-            },
-            value => value,
+    /// For a gRPC request, the layer's own decision `error` as the gRPC answer a client
+    /// reads (`None` for an HTTP request, or the operation's own error).
+    fn refusal<RB: Body, E>(
+        &self,
+        grpc: bool,
+        error: &ResilienceError<E>,
+    ) -> Option<Response<ResponseBody<RB>>> {
+        if !grpc {
+            return None;
         }
+        let status = error.grpc_status(self.pipeline.breaker().name())?;
+        Some(refusal::response(&status))
     }
 }
 

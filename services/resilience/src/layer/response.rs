@@ -28,15 +28,38 @@ use crate::pipeline::{OwnedAdmission, Pipeline};
 /// back and records nothing, as a cancelled call — unless its head was already a failure
 /// (an HTTP `503` whose body nobody read), which is recorded.
 pub struct ResponseBody<B: Body> {
-    /// Data read ahead and not yet passed on: the first chunk (kept without a copy), then
-    /// any others.
-    first: Option<Bytes>,
-    more: VecDeque<Bytes>,
-    /// Trailers read ahead and not yet passed on.
-    trailers: Option<HeaderMap>,
+    /// What the layer read ahead and has not passed on yet. Boxed: only gRPC responses
+    /// have it, and every response is moved a few times on its way to the caller.
+    ahead: Option<Box<Ahead>>,
     rest: Rest<B>,
     /// The attempt, while the callee's part streams.
     guard: Option<Guard>,
+}
+
+/// A body read ahead: the first chunk (kept without a copy), any others, the trailers.
+#[derive(Default)]
+struct Ahead {
+    first: Option<Bytes>,
+    more: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Ahead {
+    fn next_data(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.more.pop_front())
+    }
+
+    fn has_data(&self) -> bool {
+        self.first.is_some() || !self.more.is_empty()
+    }
+
+    fn len(&self) -> u64 {
+        self.first
+            .iter()
+            .chain(&self.more)
+            .map(|d| d.len() as u64)
+            .sum()
+    }
 }
 
 enum Rest<B: Body> {
@@ -57,10 +80,7 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
             Rest::Failed(_) => "failed",
         };
         f.debug_struct("ResponseBody")
-            .field(
-                "read_ahead",
-                &(self.first.is_some() || self.trailers.is_some()),
-            )
+            .field("read_ahead", &self.ahead.is_some())
             .field("rest", &rest)
             .field("holds_slot", &self.guard.is_some())
             .finish_non_exhaustive()
@@ -70,24 +90,17 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
 impl<B: Body> ResponseBody<B> {
     /// `body`, passed on as it arrives.
     pub(crate) fn streaming(body: B) -> Self {
-        Self::with(VecDeque::new(), None, None, Rest::Streaming(body))
+        Self::with(None, Rest::Streaming(body))
     }
 
     /// No body: a response made by the layer itself.
     pub(crate) fn empty() -> Self {
-        Self::with(VecDeque::new(), None, None, Rest::Ended)
+        Self::with(None, Rest::Ended)
     }
 
-    fn with(
-        more: VecDeque<Bytes>,
-        first: Option<Bytes>,
-        trailers: Option<HeaderMap>,
-        rest: Rest<B>,
-    ) -> Self {
+    fn with(ahead: Option<Box<Ahead>>, rest: Rest<B>) -> Self {
         Self {
-            first,
-            more,
-            trailers,
+            ahead,
             rest,
             guard: None,
         }
@@ -95,7 +108,7 @@ impl<B: Body> ResponseBody<B> {
 
     /// The trailers, if the layer read the whole body ahead and it had some.
     pub(crate) fn trailers_read(&self) -> Option<&HeaderMap> {
-        self.trailers.as_ref()
+        self.ahead.as_ref()?.trailers.as_ref()
     }
 
     /// Whether the callee's part is over: ended (read ahead whole, or empty) or failed.
@@ -124,9 +137,7 @@ impl<B: Body<Data = Bytes> + Unpin> ResponseBody<B> {
     /// with it), or up to the frame that went over the limit, the rest to be streamed. A
     /// body of one chunk (a unary gRPC message) is kept without copying or allocating.
     pub(crate) async fn read_ahead(mut body: B, limit: usize) -> Self {
-        let mut first = None;
-        let mut more = VecDeque::new();
-        let mut trailers = None;
+        let mut ahead = Box::<Ahead>::default();
         let mut total = 0usize;
         let rest = loop {
             if body.is_end_stream() {
@@ -138,10 +149,10 @@ impl<B: Body<Data = Bytes> + Unpin> ResponseBody<B> {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         total = total.saturating_add(data.len());
-                        if first.is_none() {
-                            first = Some(data);
+                        if ahead.first.is_none() {
+                            ahead.first = Some(data);
                         } else {
-                            more.push_back(data);
+                            ahead.more.push_back(data);
                         }
                         if total > limit {
                             break Rest::Streaming(body);
@@ -150,7 +161,7 @@ impl<B: Body<Data = Bytes> + Unpin> ResponseBody<B> {
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
                             // Trailers are a body's last frame.
-                            trailers = Some(t);
+                            ahead.trailers = Some(t);
                             break Rest::Ended;
                         }
                     }
@@ -158,7 +169,7 @@ impl<B: Body<Data = Bytes> + Unpin> ResponseBody<B> {
                 Some(Err(error)) => break Rest::Failed(Some(Box::new(error))),
             }
         };
-        Self::with(more, first, trailers, rest)
+        Self::with(Some(ahead), rest)
     }
 }
 
@@ -171,13 +182,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        if let Some(data) = this.first.take().or_else(|| this.more.pop_front()) {
+        if let Some(data) = this.ahead.as_mut().and_then(|ahead| ahead.next_data()) {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let body = match &mut this.rest {
             Rest::Streaming(body) => body,
             Rest::Ended => {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                let trailers = this.ahead.as_mut().and_then(|ahead| ahead.trailers.take());
+                return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
             }
             Rest::Failed(error) => return Poll::Ready(error.take().map(|e| Err(*e))),
         };
@@ -202,22 +214,17 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ResponseBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none()
-            && self.more.is_empty()
+        let ahead = self.ahead.as_deref();
+        !ahead.is_some_and(Ahead::has_data)
             && match &self.rest {
                 Rest::Streaming(body) => body.is_end_stream(),
-                Rest::Ended => self.trailers.is_none(),
+                Rest::Ended => ahead.is_none_or(|ahead| ahead.trailers.is_none()),
                 Rest::Failed(error) => error.is_none(),
             }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let ahead = self
-            .first
-            .iter()
-            .chain(&self.more)
-            .map(|d| d.len() as u64)
-            .sum();
+        let ahead = self.ahead.as_deref().map_or(0, Ahead::len);
         match &self.rest {
             Rest::Streaming(body) => {
                 let hint = body.size_hint();

@@ -213,8 +213,7 @@ impl<C> Pipeline<C> {
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
         let now = Instant::now();
-        self.run(now, later(now, self.overall), op, record_now)
-            .await
+        self.run(now, later(now, self.overall), op, RecordNow).await
     }
 
     /// Runs `op` through the pipeline until `deadline` (see [`Self::deadline`]): attempts
@@ -228,7 +227,7 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.run(Instant::now(), deadline, op, record_now).await
+        self.run(Instant::now(), deadline, op, RecordNow).await
     }
 
     /// Runs `op` through the pipeline once, without retries (for a request that cannot be
@@ -240,41 +239,42 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.once(deadline, op, record_now).await
+        self.once(deadline, op, RecordNow).await
     }
 
-    /// The retry loop: attempts from `now` until `deadline`. An answer that is retried has
-    /// its outcome recorded before the backoff; the answer returned is given to `settle`
-    /// with its [`Admission`], which records it (at once, or — the layer — when the
-    /// response body ends).
-    pub(crate) async fn run<R, E, F, Fut, T>(
-        &self,
+    /// The retry loop: attempts from `now` until `deadline`. Each answer is held as `H`
+    /// says: recorded at once ([`RecordNow`]), or kept with its admission ([`Keep`]) — then
+    /// an answer that is retried is recorded before the backoff, and the one returned is
+    /// the caller's to settle.
+    pub(crate) async fn run<'p, R, E, F, Fut, H>(
+        &'p self,
         now: Instant,
         deadline: Instant,
         mut op: F,
-        settle: impl FnOnce(R, Admission<'_>) -> T,
-    ) -> Executed<T, E>
+        _: H,
+    ) -> Executed<H::Held, E>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
         let (mut attempts, mut now) = (0, now);
         loop {
             attempts += 1;
             // One await of `attempt` in the loop (not one for the first and one for the
             // rest): the future every call carries holds one attempt's state, not two.
-            let answer = self.attempt(attempts, now, deadline, &mut op).await;
-            match self
-                .retrier
-                .after_attempt(attempts, self.classify(&answer), Some(deadline))
-            {
+            let answer = self
+                .attempt::<R, E, _, _, H>(attempts, now, deadline, &mut op)
+                .await;
+            match self.retrier.after_attempt(
+                attempts,
+                self.classify::<R, E, H>(&answer),
+                Some(deadline),
+            ) {
                 Decision::Retry { after } => {
                     match answer {
-                        Ok((response, admission)) => {
-                            admission.record();
-                            drop(response);
-                        }
+                        Ok(held) => H::retried(held),
                         Err(error) => drop(error),
                     }
                     // Boxed: the timer is large, and only retries need it.
@@ -283,7 +283,7 @@ impl<C> Pipeline<C> {
                 }
                 Decision::Stop(stop) => {
                     return Retried {
-                        value: answer.map(|(response, admission)| settle(response, admission)),
+                        value: answer,
                         attempts,
                         stop,
                     };
@@ -292,25 +292,28 @@ impl<C> Pipeline<C> {
         }
     }
 
-    /// One attempt and no retry, its answer given to `settle` (see [`Self::run`]).
-    pub(crate) async fn once<R, E, F, Fut, T>(
-        &self,
+    /// One attempt and no retry, its answer held as `H` says (see [`Self::run`]).
+    pub(crate) async fn once<'p, R, E, F, Fut, H>(
+        &'p self,
         deadline: Instant,
         op: F,
-        settle: impl FnOnce(R, Admission<'_>) -> T,
-    ) -> Executed<T, E>
+        _: H,
+    ) -> Executed<H::Held, E>
     where
         F: FnOnce(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
-        let answer = self.attempt(1, Instant::now(), deadline, op).await;
-        let stop = match self.classify(&answer) {
+        let answer = self
+            .attempt::<R, E, _, _, H>(1, Instant::now(), deadline, op)
+            .await;
+        let stop = match self.classify::<R, E, H>(&answer) {
             Classification::Success => Stop::Success,
             _ => Stop::Permanent,
         };
         Retried {
-            value: answer.map(|(response, admission)| settle(response, admission)),
+            value: answer,
             attempts: 1,
             stop,
         }
@@ -322,19 +325,20 @@ impl<C> Pipeline<C> {
     }
 
     /// One attempt, starting at `now`: breaker, bulkhead, timeout, the operation. A failure
-    /// or timeout is recorded at once; an answer comes back with its [`Admission`], still
-    /// holding the slot. The first attempt deposits into the retry budget once admitted.
-    async fn attempt<R, E, F, Fut>(
-        &self,
+    /// or timeout is recorded at once; an answer is held as `H` says. The first attempt
+    /// deposits into the retry budget once admitted.
+    async fn attempt<'p, R, E, F, Fut, H>(
+        &'p self,
         number: u32,
         now: Instant,
         deadline: Instant,
         op: F,
-    ) -> Result<(R, Admission<'_>), ResilienceError<E>>
+    ) -> Result<H::Held, ResilienceError<E>>
     where
         F: FnOnce(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
         if now >= deadline {
             // No attempt starts without time to run.
@@ -383,7 +387,7 @@ impl<C> Pipeline<C> {
                     started,
                     outcome,
                 };
-                return Ok((response, admission));
+                return Ok(H::hold(response, admission));
             }
             Ok(Err(error)) => {
                 let outcome = self.classifier.outcome(&Attempt::<R, _>::Error(&error));
@@ -407,12 +411,15 @@ impl<C> Pipeline<C> {
 
     /// Whether to retry after an attempt: the classifier's call for what the callee did;
     /// the pipeline's own refusals and the caller's deadline are final.
-    fn classify<R, E, A>(&self, answer: &Result<(R, A), ResilienceError<E>>) -> Classification
+    fn classify<'p, R, E, H>(&self, answer: &Result<H::Held, ResilienceError<E>>) -> Classification
     where
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
         match answer {
-            Ok((response, _)) => self.classifier.classify(&Attempt::Response(response)),
+            Ok(held) => self
+                .classifier
+                .classify(&Attempt::Response(H::response(held))),
             Err(ResilienceError::Inner(error)) => {
                 self.classifier.classify(&Attempt::<R, E>::Error(error))
             }
@@ -426,11 +433,61 @@ impl<C> Pipeline<C> {
     }
 }
 
-/// How [`Pipeline::execute`] settles the answer it returns: recorded at once.
-#[inline]
-fn record_now<R>(response: R, admission: Admission<'_>) -> R {
-    admission.record();
-    response
+/// How the pipeline holds an attempt's answer until the call is settled.
+pub(crate) trait Hold<'p, R> {
+    /// What an answer keeps.
+    type Held;
+    /// Right after the attempt answered.
+    fn hold(response: R, admission: Admission<'p>) -> Self::Held;
+    /// The answer, to classify.
+    fn response(held: &Self::Held) -> &R;
+    /// The answer is retried: it is over.
+    fn retried(held: Self::Held);
+}
+
+/// [`Pipeline::execute`]'s way: the answer's outcome is recorded at once (before the retry
+/// decision, which does not change it), and the answer alone is kept.
+pub(crate) struct RecordNow;
+
+impl<'p, R> Hold<'p, R> for RecordNow {
+    type Held = R;
+
+    #[inline]
+    fn hold(response: R, admission: Admission<'p>) -> R {
+        admission.record();
+        response
+    }
+
+    #[inline]
+    fn response(held: &R) -> &R {
+        held
+    }
+
+    #[inline]
+    fn retried(held: R) {
+        drop(held);
+    }
+}
+
+/// The layer's way: the answer keeps its admission (the slot, the permit), to be recorded
+/// when its body ends — or at once if it is retried.
+pub(crate) struct Keep;
+
+impl<'p, R> Hold<'p, R> for Keep {
+    type Held = (R, Admission<'p>);
+
+    fn hold(response: R, admission: Admission<'p>) -> Self::Held {
+        (response, admission)
+    }
+
+    fn response(held: &Self::Held) -> &R {
+        &held.0
+    }
+
+    fn retried((response, admission): Self::Held) {
+        admission.record();
+        drop(response);
+    }
 }
 
 #[cfg(test)]
