@@ -1,9 +1,10 @@
 //! An attempt that was let through and answered, until its outcome is recorded: the
 //! breaker's permit, the bulkhead slot, when it started and what its answer said.
 //!
-//! [`Pipeline::execute`](super::Pipeline::execute) records it as soon as the retry decision
-//! is made. The tower layer keeps the one of the answer it returns, made owned, in the
-//! response body, and records it when the body ends.
+//! [`Pipeline::execute`](super::Pipeline::execute) records it as soon as the attempt
+//! answers ([`RecordNow`](super::RecordNow)). The tower layer keeps it with the answer
+//! ([`Keep`](super::Keep)): recorded at the retry decision if the answer is retried, else
+//! made owned and kept in the response body until the body ends.
 
 use std::fmt;
 use std::sync::Arc;

@@ -11,8 +11,8 @@
 //! retries, and takes a bulkhead slot second, so a call the breaker rejects never holds a
 //! slot. The breaker records the attempt's outcome and its duration, measured from the
 //! moment the slot was taken (time spent waiting for a slot is not the callee's) to the
-//! retry decision; the slot is given back then too. (The layer keeps both for the answer it
-//! returns until the response body ends: see [`crate::layer`].)
+//! answer; the slot is given back then too. (The layer keeps both for the answer it returns
+//! until the response body ends: see [`crate::layer`].)
 //!
 //! # Cost
 //!
