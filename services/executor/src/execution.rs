@@ -144,7 +144,7 @@ pub(crate) fn judge(
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| {
-                        appstack_resilience::retry::classify::retry_after(
+                        appstack_resilience::classify::retry_after(
                             v,
                             std::time::SystemTime::now(),
                         )
@@ -277,9 +277,9 @@ fn failure(
 
 /// The same statuses the pipeline retries in-call ([`HttpClassifier`]'s defaults).
 ///
-/// [`HttpClassifier`]: appstack_resilience::retry::classify::HttpClassifier
+/// [`HttpClassifier`]: appstack_resilience::classify::HttpClassifier
 fn is_retryable_http(status: u16) -> bool {
-    appstack_resilience::retry::classify::HttpClassifier::DEFAULT_RETRYABLE.contains(status)
+    appstack_resilience::classify::HttpClassifier::DEFAULT_RETRYABLE.contains(status)
 }
 
 /// The codes the `Processor` contract calls retryable: UNAVAILABLE, RESOURCE_EXHAUSTED,

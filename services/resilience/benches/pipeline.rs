@@ -16,15 +16,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use appstack_resilience::breaker::Outcome;
-use appstack_resilience::retry::Classification;
-use appstack_resilience::retry::classify::HttpClassifier;
+use appstack_resilience::classify::Classification;
+use appstack_resilience::classify::HttpClassifier;
 use appstack_resilience::{
     Attempt, CircuitBreaker, Pipeline, ReplayBody, ResilienceConfig, ResilienceLayer,
 };
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tower::{Layer as _, Service as _};
 
 /// Runs a future that is ready at once.
@@ -98,7 +98,7 @@ fn pipeline(c: &mut Criterion) {
 fn layer(c: &mut Criterion) {
     let config = ResilienceConfig::default();
     let inner = tower::service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
-        Ok::<_, std::convert::Infallible>(Response::new(()))
+        Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
     });
     let body = Bytes::from_static(b"{\"sku\":42}");
     let request = || {

@@ -53,6 +53,41 @@ impl Drop for BulkheadPermit<'_> {
     }
 }
 
+impl BulkheadPermit<'_> {
+    /// The same slot, held through `bulkhead` (the one it was taken from).
+    pub(crate) fn into_owned(self, bulkhead: &Bulkhead) -> OwnedBulkheadPermit {
+        debug_assert!(
+            std::ptr::eq(self.inner, &*bulkhead.inner),
+            "another bulkhead"
+        );
+        // The slot stays taken: the owned permit gives it back.
+        std::mem::forget(self);
+        OwnedBulkheadPermit {
+            inner: Arc::clone(&bulkhead.inner),
+        }
+    }
+}
+
+/// A slot held through an `Arc` of the bulkhead, so it can live in a `'static` value (a
+/// response body still streaming); given back when dropped. Made by
+/// [`BulkheadPermit::into_owned`].
+pub(crate) struct OwnedBulkheadPermit {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for OwnedBulkheadPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedBulkheadPermit")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for OwnedBulkheadPermit {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
 /// A concurrency limit with a bounded, time-limited waiting line. Share it between all
 /// callers of one service; clones share the limit.
 ///

@@ -15,7 +15,12 @@
 //! - [`layer::ResilienceLayer`]: the pipeline as a `tower` layer over any
 //!   `Service<http::Request<_>>` answering `http::Response<_>`: it also takes the deadline
 //!   from an incoming `grpc-timeout`, resends a buffered request body on retries
-//!   ([`layer::ReplayBody`]) and passes each attempt's time on in `grpc-timeout`.
+//!   ([`layer::ReplayBody`]), passes each attempt's time on in `grpc-timeout`, reads a gRPC
+//!   response ahead so that a status in its trailers is judged (and retried) as that status,
+//!   keeps the attempt's bulkhead slot and breaker timing until the response body ends
+//!   ([`layer::ResponseBody`]), and answers its own refusals of a gRPC call as gRPC
+//!   statuses ([`ResilienceError::grpc_status`]) that a tonic client reads with the right
+//!   code.
 //! - [`breaker::CircuitBreaker`]: a state machine over a sliding window of outcomes
 //!   (count- or time-based). It opens when the failure rate or the slow-call rate reaches
 //!   its threshold once `minimumCalls` are recorded, rejects at once while open (exposing
@@ -24,15 +29,16 @@
 //!   succeed or reopens when one fails. It can be forced open or disabled. Each transition
 //!   is a `tracing` event and is reported to a [`breaker::BreakerObserver`]
 //!   ([`breaker::PrometheusObserver`] counts them with prometheus-client).
-//! - [`retry`]: a [`retry::Classify`] trait turning an attempt's outcome into
+//! - [`classify`]: the [`classify::Classify`] trait turning an attempt's outcome into
 //!   `Success | Retryable { pushback } | Permanent | StopRetrying` and a breaker
-//!   [`breaker::Outcome`], with classifiers for gRPC ([`retry::classify::GrpcClassifier`],
-//!   status codes as `i32`, `grpc-retry-pushback-ms`) and HTTP
-//!   ([`retry::classify::HttpClassifier`], `Retry-After`); a [`retry::RetryPolicy`]
-//!   (exponential backoff with full jitter, the server's pushback overriding it, no attempt
-//!   started that could not finish before the caller's deadline); a [`retry::RetryBudget`]
-//!   (a share of recent calls plus a small floor) capping the extra load in an outage; and
-//!   [`retry::Retrier::run`], which drives them over an async operation.
+//!   [`breaker::Outcome`], with classifiers for gRPC ([`classify::GrpcClassifier`], status
+//!   codes as `i32`, `grpc-retry-pushback-ms`, the status in the head or the trailers) and
+//!   HTTP ([`classify::HttpClassifier`], `Retry-After`).
+//! - [`retry`]: a [`retry::RetryPolicy`] (exponential backoff with full jitter, the
+//!   server's pushback overriding it, no attempt started that could not finish before the
+//!   caller's deadline) and a [`retry::RetryBudget`] (a share of recent calls plus a small
+//!   floor) capping the extra load in an outage, held together by a [`Retrier`]; the
+//!   pipeline's loop drives them.
 //! - [`bulkhead::Bulkhead`]: at most `maxConcurrent` calls in flight, at most `maxQueue`
 //!   waiting for at most `queueTimeout`, everything beyond rejected at once.
 //! - [`ResilienceConfig`]: their settings, one serde + schemars type used in the services'
@@ -100,7 +106,7 @@
 //! # Example
 //!
 //! ```
-//! use appstack_resilience::retry::Classification;
+//! use appstack_resilience::classify::Classification;
 //! use appstack_resilience::{Attempt, Pipeline, ResilienceConfig, ResilienceError};
 //!
 //! /// How the payments service answers, as our client sees it.
@@ -159,17 +165,18 @@
 //!
 //! The same as a tower layer, here over an in-memory service that fails twice (a
 //! hyper-util `Client<_, ReplayBody<B>>` fits in its place as it is; a tonic `Channel`
-//! behind `map_request(|r| r.map(tonic::body::Body::new))`):
+//! behind `map_request(|r| r.map(tonic::body::Body::new))`, with a
+//! [`classify::GrpcClassifier`]):
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //!
-//! use appstack_resilience::retry::classify::HttpClassifier;
+//! use appstack_resilience::classify::HttpClassifier;
 //! use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceLayer};
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
-//! use http_body_util::Full;
+//! use http_body_util::{BodyExt, Empty, Full};
 //! use tower::{Layer, Service, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -185,7 +192,8 @@
 //!         let n = calls.fetch_add(1, Ordering::Relaxed);
 //!         async move {
 //!             let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-//!             Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
+//!             let response = Response::builder().status(status).body(Empty::<Bytes>::new());
+//!             Ok::<_, std::io::Error>(response.unwrap())
 //!         }
 //!     }
 //! });
@@ -194,12 +202,16 @@
 //! let response = client.ready().await.unwrap().call(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
 //! assert_eq!(calls.load(Ordering::Relaxed), 3);
+//! // The body (a `ResponseBody`) was empty: the last attempt is recorded already, with
+//! // the two before it. A body still streaming would be recorded at its end.
 //! assert_eq!(layer.breaker().snapshot().calls, 3);
+//! let _ = response.into_body().collect().await;
 //! # }
 //! ```
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod classify;
 pub mod config;
 pub mod layer;
 mod pad;
@@ -209,6 +221,6 @@ pub mod retry;
 pub use breaker::CircuitBreaker;
 pub use bulkhead::Bulkhead;
 pub use config::{InvalidConfig, ResilienceConfig};
-pub use layer::{ReplayBody, Resilience, ResilienceLayer};
-pub use pipeline::{Attempt, AttemptContext, Pipeline, ResilienceError};
+pub use layer::{ReplayBody, Resilience, ResilienceLayer, ResponseBody};
+pub use pipeline::{Attempt, AttemptContext, GrpcStatus, Pipeline, ResilienceError};
 pub use retry::Retrier;

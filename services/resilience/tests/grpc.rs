@@ -1,6 +1,7 @@
-//! The layer over a real tonic `Channel` (HTTP/2), against a hand-rolled gRPC server on
-//! loopback that answers with the status codes it is told to, and records the
-//! `grpc-timeout` each attempt carried.
+//! The layer over a real tonic `Channel` (HTTP/2) and tonic's client (what generated
+//! clients call), against a hand-rolled gRPC server on loopback that answers as it is told
+//! to — trailers-only, or with the status in the trailers of a normal response — and
+//! records the `grpc-timeout` each attempt carried.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -10,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use appstack_resilience::classify::{GrpcClassifier, code};
 use appstack_resilience::layer::grpc_timeout::parse_grpc_timeout;
-use appstack_resilience::retry::classify::{GrpcClassifier, code};
-use appstack_resilience::{ReplayBody, ResilienceConfig, ResilienceError, ResilienceLayer};
+use appstack_resilience::{GrpcStatus, ReplayBody, ResilienceConfig, ResilienceLayer};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
@@ -21,12 +22,36 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
 use tower::ServiceBuilder;
+
+/// How the server answers one call.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Trailers-only: the code in the head (how tonic and grpc-go answer an error).
+    TrailersOnly(i32),
+    /// A normal response: head 200, one message of `size` bytes, then the code in the
+    /// trailers (how some servers and proxies answer an error).
+    InTrailers { code: i32, size: usize },
+    /// Sleeps this long, then answers OK.
+    Slow(Duration),
+}
+
+impl Answer {
+    const OK: Answer = Answer::InTrailers {
+        code: code::OK,
+        size: 0,
+    };
+
+    fn in_trailers(code: i32) -> Answer {
+        Answer::InTrailers { code, size: 0 }
+    }
+}
 
 #[derive(Clone, Default)]
 struct Server {
-    /// Status codes to answer with, in order; `OK` once exhausted.
-    codes: Arc<Mutex<VecDeque<i32>>>,
+    /// Answers, in order; OK once exhausted.
+    answers: Arc<Mutex<VecDeque<Answer>>>,
     /// The `grpc-timeout` of every request seen (`None`: absent).
     timeouts: Arc<Mutex<Vec<Option<Duration>>>>,
 }
@@ -37,44 +62,67 @@ impl Server {
     }
 }
 
+/// A gRPC message frame (uncompressed) of `size` bytes of valid protobuf: fields
+/// `1: varint 1`, which the empty message `()` skips.
+fn message(size: usize) -> Bytes {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(size).unwrap().to_be_bytes());
+    frame.extend(std::iter::repeat_n([0x08, 0x01], size / 2).flatten());
+    Bytes::from(frame)
+}
+
 async fn handle(State(server): State<Server>, headers: HeaderMap, _body: Bytes) -> Response {
     server.timeouts.lock().unwrap().push(
         headers
             .get("grpc-timeout")
             .map(|v| parse_grpc_timeout(v).expect("a well-formed grpc-timeout")),
     );
-    let code = server.codes.lock().unwrap().pop_front().unwrap_or(code::OK);
-    let status = HeaderValue::from_str(&code.to_string()).unwrap();
+    let answer = server
+        .answers
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::OK);
     let builder = Response::builder()
         .status(200)
         .header("content-type", "application/grpc");
-    if code != code::OK {
-        // Trailers-only: how a server answers an error at once.
-        return builder
-            .header("grpc-status", status)
-            .body(axum::body::Body::empty())
-            .unwrap();
-    }
-    // One empty message (uncompressed, length 0), then the OK trailers.
+    let (code, size) = match answer {
+        Answer::TrailersOnly(code) => {
+            return builder
+                .header("grpc-status", code)
+                .body(axum::body::Body::empty())
+                .unwrap();
+        }
+        Answer::InTrailers { code, size } => (code, size),
+        Answer::Slow(d) => {
+            tokio::time::sleep(d).await;
+            (code::OK, 0)
+        }
+    };
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", status);
-    let frames = [
-        Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0])),
-        Frame::trailers(trailers),
-    ];
+    trailers.insert("grpc-status", HeaderValue::from(code));
+    let frames = [Frame::data(message(size)), Frame::trailers(trailers)];
     let body = StreamBody::new(futures_util::stream::iter(
         frames.map(Ok::<_, std::convert::Infallible>),
     ));
     builder.body(axum::body::Body::new(body)).unwrap()
 }
 
-async fn serve(codes: &[i32]) -> (Server, SocketAddr) {
+async fn serve(answers: &[Answer]) -> (Server, SocketAddr) {
     let server = Server::default();
-    server.codes.lock().unwrap().extend(codes.iter().copied());
+    server
+        .answers
+        .lock()
+        .unwrap()
+        .extend(answers.iter().copied());
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(server.clone());
     (server, support::serve_on_loopback(app).await)
+}
+
+fn trailers_only(codes: &[i32]) -> Vec<Answer> {
+    codes.iter().map(|&c| Answer::TrailersOnly(c)).collect()
 }
 
 fn config() -> ResilienceConfig {
@@ -88,26 +136,39 @@ fn config() -> ResilienceConfig {
     c
 }
 
+/// The layer over a `Channel`, as a tonic client.
+type Client = tonic::client::Grpc<
+    appstack_resilience::Resilience<
+        tower::util::MapRequest<
+            Channel,
+            fn(http::Request<ReplayBody<tonic::body::Body>>) -> http::Request<tonic::body::Body>,
+        >,
+        GrpcClassifier,
+    >,
+>;
+
+/// A tonic client of `layer` over a channel to `addr`, connected on first use.
+fn client(layer: &ResilienceLayer<GrpcClassifier>, addr: SocketAddr) -> Client {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let to_tonic: fn(http::Request<ReplayBody<tonic::body::Body>>) -> _ =
+        |r| r.map(tonic::body::Body::new);
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .map_request(to_tonic)
+        .service(channel);
+    tonic::client::Grpc::new(service)
+}
+
 /// Calls `/test.Echo/Call` with an empty message through the layer over a `Channel`.
 async fn call(addr: SocketAddr, timeout: Option<Duration>) -> Result<(), tonic::Status> {
-    let channel: Channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
     let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new());
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
-            r.map(tonic::body::Body::new)
-        })
-        .service(channel);
-    let mut grpc = tonic::client::Grpc::new(service);
     let mut request = tonic::Request::new(());
     if let Some(t) = timeout {
         request.set_timeout(t);
     }
-    echo(&mut grpc, request).await
+    echo(&mut client(&layer, addr), request).await
 }
 
 /// Sends `request` to `/test.Echo/Call` on `grpc`.
@@ -135,14 +196,14 @@ where
 
 #[tokio::test]
 async fn unavailable_is_retried() {
-    let (server, addr) = serve(&[code::UNAVAILABLE, code::UNAVAILABLE]).await;
+    let (server, addr) = serve(&trailers_only(&[code::UNAVAILABLE, code::UNAVAILABLE])).await;
     call(addr, None).await.unwrap();
     assert_eq!(server.hits(), 3);
 }
 
 #[tokio::test]
 async fn unavailable_comes_back_when_attempts_run_out() {
-    let (server, addr) = serve(&[code::UNAVAILABLE; 3]).await;
+    let (server, addr) = serve(&trailers_only(&[code::UNAVAILABLE; 3])).await;
     let status = call(addr, None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(server.hits(), 3);
@@ -150,7 +211,7 @@ async fn unavailable_comes_back_when_attempts_run_out() {
 
 #[tokio::test]
 async fn invalid_argument_is_not_retried() {
-    let (server, addr) = serve(&[code::INVALID_ARGUMENT]).await;
+    let (server, addr) = serve(&trailers_only(&[code::INVALID_ARGUMENT])).await;
     let status = call(addr, None).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(server.hits(), 1);
@@ -158,7 +219,7 @@ async fn invalid_argument_is_not_retried() {
 
 #[tokio::test]
 async fn each_attempt_carries_its_remaining_time() {
-    let (server, addr) = serve(&[code::UNAVAILABLE]).await;
+    let (server, addr) = serve(&trailers_only(&[code::UNAVAILABLE])).await;
     call(addr, None).await.unwrap();
     let timeouts = server.timeouts.lock().unwrap().clone();
     assert_eq!(timeouts.len(), 2);
@@ -170,7 +231,7 @@ async fn each_attempt_carries_its_remaining_time() {
     }
 
     // The caller's own deadline, shorter, is what the server is told.
-    let (server, addr) = serve(&[code::UNAVAILABLE]).await;
+    let (server, addr) = serve(&trailers_only(&[code::UNAVAILABLE])).await;
     call(addr, Some(Duration::from_millis(300))).await.unwrap();
     let timeouts = server.timeouts.lock().unwrap().clone();
     assert_eq!(timeouts.len(), 2);
@@ -189,20 +250,11 @@ async fn connect_errors_are_retried_and_open_the_breaker() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
     let mut c = config();
     c.circuit_breaker.minimum_calls = 3;
     c.circuit_breaker.window.size = 3;
     let layer = ResilienceLayer::new("grpc-down", &c, GrpcClassifier::new());
-    let service = ServiceBuilder::new()
-        .layer(layer.clone())
-        .map_request(|r: http::Request<ReplayBody<tonic::body::Body>>| {
-            r.map(tonic::body::Body::new)
-        })
-        .service(channel);
-    let mut grpc = tonic::client::Grpc::new(service);
+    let mut grpc = client(&layer, addr);
     let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // Three attempts, all failures: the breaker is open now.
@@ -211,14 +263,146 @@ async fn connect_errors_are_retried_and_open_the_breaker() {
         appstack_resilience::breaker::State::Open
     );
 
-    // The next call is refused without a connection attempt; tonic reports it as UNKNOWN
-    // with the refusal as the status' source, where a caller finds when to come back.
+    // The next call is refused without a connection attempt, and the tonic client reads
+    // the refusal as UNAVAILABLE (not UNKNOWN), with when to come back.
     let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unknown, "{status:?}");
-    let refusal = std::error::Error::source(&status)
-        .and_then(|e| e.downcast_ref::<ResilienceError<tonic::transport::Error>>())
-        .expect("the refusal is the status' source");
-    assert!(refusal.is_rejection());
-    assert!(refusal.next_probe_at().is_some());
-    assert_eq!(refusal.grpc_code(), Some(code::UNAVAILABLE));
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("grpc-down: circuit breaker open: call rejected; next probe in "),
+        "{}",
+        status.message()
+    );
+    let pushback: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pushback > 14_000 && pushback <= 15_000, "{pushback}");
+    let details = status.get_error_details();
+    let info = details.error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "CIRCUIT_OPEN");
+    assert_eq!(info.domain, GrpcStatus::DOMAIN);
+    let retry = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("a RetryInfo");
+    assert!(
+        retry > Duration::from_secs(14) && retry <= Duration::from_secs(15),
+        "{retry:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_in_the_trailers_is_retried() {
+    let unavailable = Answer::in_trailers(code::UNAVAILABLE);
+    let (server, addr) = serve(&[unavailable, unavailable]).await;
+    let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new());
+    echo(&mut client(&layer, addr), tonic::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(server.hits(), 3);
+    let snapshot = layer.breaker().snapshot();
+    assert_eq!(snapshot.calls, 3);
+    assert!(
+        (snapshot.failure_rate - 200.0 / 3.0).abs() < 1e-9,
+        "{snapshot:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_in_the_trailers_is_that_error() {
+    let (server, addr) = serve(&[Answer::in_trailers(code::INVALID_ARGUMENT)]).await;
+    let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new());
+    let mut grpc = client(&layer, addr);
+    let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(server.hits(), 1, "permanent: not retried");
+    assert_eq!(layer.breaker().snapshot().failure_rate, 0.0);
+
+    // Retryable, every time: retried until the attempts run out, each a failure.
+    let (server, addr) = serve(&[Answer::in_trailers(code::UNAVAILABLE); 3]).await;
+    let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new());
+    let status = echo(&mut client(&layer, addr), tonic::Request::new(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(server.hits(), 3);
+    let snapshot = layer.breaker().snapshot();
+    assert_eq!((snapshot.calls, snapshot.failure_rate), (3, 100.0));
+}
+
+#[tokio::test]
+async fn a_response_over_the_read_ahead_limit_is_judged_at_its_end() {
+    let big = Answer::InTrailers {
+        code: code::UNAVAILABLE,
+        size: 1024,
+    };
+    let (server, addr) = serve(&[big]).await;
+    let layer = ResilienceLayer::new("grpc-test", &config(), GrpcClassifier::new())
+        .max_buffered_response(256);
+    let status = echo(&mut client(&layer, addr), tonic::Request::new(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    // Passed on as it streamed: not retried, but the breaker saw the failure at its end.
+    assert_eq!(server.hits(), 1);
+    let snapshot = layer.breaker().snapshot();
+    assert_eq!((snapshot.calls, snapshot.failure_rate), (1, 100.0));
+    assert_eq!(layer.pipeline().bulkhead().in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_is_resource_exhausted() {
+    let (_, addr) = serve(&[Answer::Slow(Duration::from_millis(500))]).await;
+    let mut c = config();
+    c.bulkhead.max_concurrent = 1;
+    c.bulkhead.max_queue = 0;
+    let layer = ResilienceLayer::new("grpc-busy", &c, GrpcClassifier::new());
+    let mut first = client(&layer, addr);
+    let busy = tokio::spawn(async move { echo(&mut first, tonic::Request::new(())).await });
+    while layer.pipeline().bulkhead().in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = echo(&mut client(&layer, addr), tonic::Request::new(()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "grpc-busy: bulkhead full: call rejected");
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "BULKHEAD_FULL");
+    assert!(details.retry_info().is_none());
+    busy.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn timeouts_are_deadline_exceeded() {
+    let slow = Answer::Slow(Duration::from_secs(2));
+    let (_, addr) = serve(&[slow, slow]).await;
+    let mut c = config();
+    c.timeout.per_attempt = Duration::from_millis(100);
+    c.retry.max_attempts = 1;
+    let layer = ResilienceLayer::new("grpc-slow", &c, GrpcClassifier::new());
+    let mut grpc = client(&layer, addr);
+    let status = echo(&mut grpc, tonic::Request::new(())).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "grpc-slow: attempt timed out");
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "ATTEMPT_TIMEOUT"
+    );
+
+    // The caller's own deadline, shorter than the attempt's.
+    let mut request = tonic::Request::new(());
+    request.set_timeout(Duration::from_millis(50));
+    let status = echo(&mut grpc, request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "DEADLINE_EXCEEDED"
+    );
 }

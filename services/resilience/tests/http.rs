@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use appstack_resilience::breaker::State;
+use appstack_resilience::classify::HttpClassifier;
 use appstack_resilience::config::Jitter;
-use appstack_resilience::retry::classify::HttpClassifier;
 use appstack_resilience::{
     ReplayBody, Resilience, ResilienceConfig, ResilienceError, ResilienceLayer,
 };
@@ -35,6 +35,8 @@ enum Step {
     TooMany(u64),
     /// `200` after this long.
     Slow(Duration),
+    /// `200` at once, then its body (`x`) after this long.
+    SlowBody(Duration),
 }
 
 #[derive(Default)]
@@ -73,6 +75,13 @@ async fn handle(AxumState(server): AxumState<Server>, body: Bytes) -> Response {
         Step::Slow(d) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
+        }
+        Step::SlowBody(d) => {
+            let late = futures_util::stream::once(async move {
+                tokio::time::sleep(d).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(b"x"))
+            });
+            axum::body::Body::from_stream(late).into_response()
         }
     }
 }
@@ -267,4 +276,48 @@ async fn the_retry_budget_caps_outage_amplification() {
         amplification <= 1.2 + 10.0 / f64::from(calls),
         "{amplification}"
     );
+}
+
+#[tokio::test]
+async fn the_slot_and_the_breakers_timing_end_with_the_body() {
+    let (_, addr) = serve(&[Step::SlowBody(Duration::from_millis(300))], None).await;
+    let mut c = config();
+    c.circuit_breaker.slow_call_duration = Duration::from_millis(200);
+    let (layer, mut svc) = client(&c);
+    let start = Instant::now();
+    let response = svc.call(post(addr, "")).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "the head came late"
+    );
+    let bulkhead = layer.pipeline().bulkhead();
+    assert_eq!(
+        bulkhead.in_flight(),
+        1,
+        "the slot is held while the body streams"
+    );
+    assert_eq!(
+        layer.breaker().snapshot().calls,
+        0,
+        "recorded at the end, not yet"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"x");
+    assert_eq!(bulkhead.in_flight(), 0);
+    // The head came at once, the body 300 ms later: a slow call (over 200 ms).
+    let snapshot = layer.breaker().snapshot();
+    assert_eq!(snapshot.calls, 1);
+    assert_eq!(snapshot.slow_call_rate, 100.0);
+    assert_eq!(snapshot.failure_rate, 0.0);
+}
+
+#[tokio::test]
+async fn a_body_dropped_unread_gives_the_slot_back_and_counts_nothing() {
+    let (_, addr) = serve(&[Step::SlowBody(Duration::from_secs(5))], None).await;
+    let (layer, mut svc) = client(&config());
+    let response = svc.call(post(addr, "")).await.unwrap();
+    assert_eq!(layer.pipeline().bulkhead().in_flight(), 1);
+    drop(response);
+    assert_eq!(layer.pipeline().bulkhead().in_flight(), 0);
+    assert_eq!(layer.breaker().snapshot().calls, 0, "as a cancelled call");
 }

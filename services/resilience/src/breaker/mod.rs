@@ -22,10 +22,10 @@
 //! atomic operations. A time window takes its own short lock. The breaker's lock is taken
 //! only for transitions and half-open probes.
 //!
-//! Share a breaker as a `&'static CircuitBreaker` where possible (breakers live as long as
-//! the process: `Box::leak` one per external service): [`Permit<'static>`](Permit) then
-//! moves into `'static` futures at no cost. [`CircuitBreaker::try_acquire_owned`] clones an
-//! `Arc` instead, and the reference count is a write to a shared cache line on every call.
+//! A [`Permit`] borrows its breaker: taking one writes nothing shared. (The tower layer,
+//! whose permits live on in response bodies, turns the permit of the attempt that answers
+//! into an owned one holding an `Arc` of the breaker; a reference count is a write to a
+//! shared cache line, so only that path pays for it.)
 //!
 //! Outcomes recorded for an earlier state (a call admitted while closed that ends after
 //! the breaker opened) are ignored: each transition increments a generation kept in the
@@ -122,7 +122,7 @@ impl fmt::Display for State {
     }
 }
 
-/// How a call ended, as far as the breaker is concerned (see [`crate::retry::Classify`]
+/// How a call ended, as far as the breaker is concerned (see [`crate::classify::Classify`]
 /// for turning a response into one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -303,17 +303,6 @@ impl CircuitBreaker {
     pub fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         self.admit(|| now).map(|ticket| Permit {
             breaker: self,
-            ticket,
-        })
-    }
-
-    /// [`Self::try_acquire`] for a breaker in an `Arc`: the permit owns a reference, so it
-    /// can move into a `'static` future. The reference count makes every call write one
-    /// shared cache line; a `&'static CircuitBreaker` avoids that (see the module docs).
-    #[inline]
-    pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit, Rejected> {
-        self.admit(Instant::now).map(|ticket| OwnedPermit {
-            breaker: Arc::clone(self),
             ticket,
         })
     }
@@ -644,6 +633,20 @@ impl Permit<'_> {
     }
 }
 
+impl Permit<'_> {
+    /// The same permit, holding `breaker` (the breaker it was taken from, in its `Arc`).
+    pub(crate) fn into_owned(mut self, breaker: &Arc<CircuitBreaker>) -> OwnedPermit {
+        debug_assert!(std::ptr::eq(self.breaker, &**breaker), "another breaker");
+        let ticket = self.ticket;
+        // This permit no longer answers for the call: the owned one does.
+        self.ticket.done = true;
+        OwnedPermit {
+            breaker: Arc::clone(breaker),
+            ticket,
+        }
+    }
+}
+
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.ticket.done {
@@ -652,24 +655,20 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Leave to make one call, holding an `Arc` of the breaker (for `'static` futures).
+/// A [`Permit`] holding an `Arc` of its breaker, so it can live in a `'static` value (a
+/// response body still streaming). Made by [`Permit::into_owned`].
 #[derive(Debug)]
 #[must_use = "record the call's outcome with `record`"]
-pub struct OwnedPermit {
+pub(crate) struct OwnedPermit {
     breaker: Arc<CircuitBreaker>,
     ticket: Ticket,
 }
 
 impl OwnedPermit {
     /// See [`Permit::record`].
-    pub fn record(mut self, outcome: Outcome, elapsed: Duration) {
+    pub(crate) fn record(mut self, outcome: Outcome, elapsed: Duration) {
         self.ticket.done = true;
         self.breaker.finish(self.ticket, outcome, elapsed);
-    }
-
-    /// Whether this call is a half-open probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.kind == Kind::Probe
     }
 }
 

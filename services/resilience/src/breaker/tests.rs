@@ -183,14 +183,14 @@ async fn a_dropped_probe_gives_its_slot_back() {
 #[tokio::test(start_paused = true)]
 async fn outcomes_from_an_earlier_state_are_ignored() {
     let b = Arc::new(CircuitBreaker::new("svc", &config()));
-    let late = b.try_acquire_owned().unwrap();
+    let late = b.try_acquire().unwrap();
     open(&b);
     let until = b.next_probe_at();
     late.record(Outcome::Failure, FAST);
     assert_eq!(b.next_probe_at(), until);
     // A permit from the half-open period, recorded after the breaker closed.
     advance(WAIT).await;
-    let probes: Vec<_> = (0..3).map(|_| b.try_acquire_owned().unwrap()).collect();
+    let probes: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
     let mut probes = probes.into_iter();
     let stale = probes.next().unwrap();
     drop(stale); // slot back

@@ -10,7 +10,9 @@
 //! Each attempt asks the breaker first, so a breaker that opens mid-retry stops the
 //! retries, and takes a bulkhead slot second, so a call the breaker rejects never holds a
 //! slot. The breaker records the attempt's outcome and its duration, measured from the
-//! moment the slot was taken (time spent waiting for a slot is not the callee's).
+//! moment the slot was taken (time spent waiting for a slot is not the callee's) to the
+//! answer; the slot is given back then too. (The layer keeps both for the answer it returns
+//! until the response body ends: see [`crate::layer`].)
 //!
 //! # Cost
 //!
@@ -20,11 +22,13 @@
 //! bulkhead slot (one compare-and-swap), all without a heap allocation. A call refused by
 //! an open breaker reads the clock once and the state word, and stops there. The slow
 //! paths, waiting in the bulkhead's line and sleeping before a retry, box their timers:
-//! one allocation each time, so that the future every call carries stays small. Timers are built only when the
-//! operation (or the wait for a slot) is actually pending. The figures are in
+//! one allocation each time, so that the future every call carries stays small. Timers are
+//! built only when the operation (or the wait for a slot) is actually pending. The figures are in
 //! `ARCHITECTURE.md` and come from `appstack-bench resilience` and the criterion benches.
 
+mod admission;
 pub(crate) mod deadline;
+mod error;
 
 use std::fmt;
 use std::future::Future;
@@ -33,15 +37,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::breaker::{CircuitBreaker, State};
-use crate::bulkhead::{Bulkhead, BulkheadRejected};
+pub(crate) use admission::{Admission, OwnedAdmission};
+pub use error::{GrpcStatus, ResilienceError};
+
+use crate::breaker::CircuitBreaker;
+use crate::bulkhead::Bulkhead;
+use crate::classify::{Classification, Classify};
 use crate::config::ResilienceConfig;
-use crate::retry::{Classification, Classify, Decision, Retried, Retrier, Stop};
+use crate::retry::{Decision, Retried, Retrier, Stop};
 
 /// One attempt's outcome, as a classifier sees it.
 #[derive(Debug)]
 pub enum Attempt<'a, R, E> {
-    /// The operation answered (for HTTP: the response head arrived).
+    /// The operation answered (for the layer: the response head arrived, and for a gRPC
+    /// call its body was read ahead, up to the layer's limit).
     Response(&'a R),
     /// The operation failed (for HTTP: a transport error).
     Error(&'a E),
@@ -57,83 +66,6 @@ pub struct AttemptContext {
     /// The time it has: `timeout.perAttempt`, or less when the call's deadline is nearer.
     /// A gRPC client passes it on in `grpc-timeout`.
     pub timeout: Duration,
-}
-
-/// What the pipeline decided, or the operation's own error.
-#[derive(Debug, thiserror::Error)]
-pub enum ResilienceError<E> {
-    /// The circuit breaker refused the call. Try again at `next_probe_at` (when known).
-    #[error("circuit breaker {state}: call rejected")]
-    CircuitOpen {
-        /// The breaker's state: `Open`, `HalfOpen` (all probes in flight) or `ForcedOpen`.
-        state: State,
-        /// When the breaker will admit a probe: the end of its open wait. `None` while
-        /// half-open (try again shortly) or forced open.
-        next_probe_at: Option<Instant>,
-    },
-    /// The bulkhead had no slot (and no room, or no time, in its waiting line).
-    #[error("{reason}: call rejected")]
-    BulkheadFull {
-        /// Full at once, or timed out in the line.
-        reason: BulkheadRejected,
-    },
-    /// The caller's deadline passed: before an attempt could start, or during the last one.
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
-    /// The last attempt ran out of `timeout.perAttempt` and no retry was possible.
-    #[error("attempt timed out")]
-    Timeout,
-    /// The operation failed on the last attempt.
-    #[error(transparent)]
-    Inner(E),
-}
-
-impl<E> ResilienceError<E> {
-    /// When the breaker will next admit a call, for a [`ResilienceError::CircuitOpen`].
-    pub fn next_probe_at(&self) -> Option<Instant> {
-        match self {
-            ResilienceError::CircuitOpen { next_probe_at, .. } => *next_probe_at,
-            _ => None,
-        }
-    }
-
-    /// Whether the pipeline refused the call without the callee seeing it (breaker or
-    /// bulkhead): the caller may reschedule it.
-    pub fn is_rejection(&self) -> bool {
-        matches!(
-            self,
-            ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. }
-        )
-    }
-
-    /// The gRPC status code a service should answer with when this ends one of its calls,
-    /// for the pipeline's own decisions: `UNAVAILABLE` for a refusal (breaker or bulkhead;
-    /// the caller may come back, at [`Self::next_probe_at`] when known),
-    /// `DEADLINE_EXCEEDED` for the deadline or the attempt timeout. `None` for the
-    /// operation's own error, which only its caller can map.
-    ///
-    /// (A tonic client over the layer reports these as `UNKNOWN` with this error as the
-    /// status' source; find it there and use this code.)
-    pub fn grpc_code(&self) -> Option<i32> {
-        use crate::retry::classify::code;
-        match self {
-            ResilienceError::CircuitOpen { .. } | ResilienceError::BulkheadFull { .. } => {
-                Some(code::UNAVAILABLE)
-            }
-            ResilienceError::DeadlineExceeded | ResilienceError::Timeout => {
-                Some(code::DEADLINE_EXCEEDED)
-            }
-            ResilienceError::Inner(_) => None,
-        }
-    }
-
-    /// The operation's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            ResilienceError::Inner(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// The result of one execution: the last attempt's value, or the pipeline's refusal.
@@ -169,7 +101,6 @@ pub struct PipelineBuilder<C> {
     config: ResilienceConfig,
     classifier: C,
     breaker: Option<Arc<CircuitBreaker>>,
-    retrier: Option<Retrier>,
 }
 
 impl<C> fmt::Debug for PipelineBuilder<C> {
@@ -188,12 +119,6 @@ impl<C> PipelineBuilder<C> {
         self
     }
 
-    /// Uses this retrier instead of a new one from `retry` (to share a budget).
-    pub fn retrier(mut self, retrier: Retrier) -> Self {
-        self.retrier = Some(retrier);
-        self
-    }
-
     /// The pipeline.
     pub fn build(self) -> Pipeline<C> {
         let config = self.config;
@@ -202,7 +127,7 @@ impl<C> PipelineBuilder<C> {
             .unwrap_or_else(|| Arc::new(CircuitBreaker::new(self.name, &config.circuit_breaker)));
         Pipeline {
             breaker,
-            retrier: self.retrier.unwrap_or_else(|| Retrier::new(&config.retry)),
+            retrier: Retrier::new(&config.retry),
             bulkhead: Bulkhead::new(&config.bulkhead),
             per_attempt: config.timeout.per_attempt,
             overall: config.timeout.overall,
@@ -223,13 +148,13 @@ fn later(now: Instant, by: Duration) -> Instant {
 impl<C> Pipeline<C> {
     /// The pipeline of `config` (which should have passed
     /// [`ResilienceConfig::validate`]) for the service `name`, judging attempts with
-    /// `classifier` (for HTTP and gRPC: [`crate::retry::classify::HttpClassifier`],
-    /// [`crate::retry::classify::GrpcClassifier`]).
+    /// `classifier` (for HTTP and gRPC: [`crate::classify::HttpClassifier`],
+    /// [`crate::classify::GrpcClassifier`]).
     pub fn new(name: impl Into<String>, config: &ResilienceConfig, classifier: C) -> Self {
         Self::builder(name, config, classifier).build()
     }
 
-    /// A builder, to share an existing breaker (with its observer) or retry budget.
+    /// A builder, to use an existing breaker (with its observer).
     pub fn builder(
         name: impl Into<String>,
         config: &ResilienceConfig,
@@ -240,7 +165,6 @@ impl<C> Pipeline<C> {
             config: config.clone(),
             classifier,
             breaker: None,
-            retrier: None,
         }
     }
 
@@ -260,7 +184,7 @@ impl<C> Pipeline<C> {
     }
 
     /// The classifier.
-    pub fn classifier(&self) -> &C {
+    pub(crate) fn classifier(&self) -> &C {
         &self.classifier
     }
 
@@ -289,7 +213,7 @@ impl<C> Pipeline<C> {
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
         let now = Instant::now();
-        self.run(now, later(now, self.overall), op).await
+        self.run(now, later(now, self.overall), op, RecordNow).await
     }
 
     /// Runs `op` through the pipeline until `deadline` (see [`Self::deadline`]): attempts
@@ -303,39 +227,7 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        self.run(Instant::now(), deadline, op).await
-    }
-
-    async fn run<R, E, F, Fut>(&self, now: Instant, deadline: Instant, mut op: F) -> Executed<R, E>
-    where
-        F: FnMut(AttemptContext) -> Fut,
-        Fut: Future<Output = Result<R, E>>,
-        C: for<'a> Classify<Attempt<'a, R, E>>,
-    {
-        let (mut attempts, mut now) = (0, now);
-        loop {
-            attempts += 1;
-            // One await of `attempt` in the loop (not one for the first and one for the
-            // rest): the future every call carries holds one attempt's state, not two.
-            let value = self.attempt(attempts, now, deadline, &mut op).await;
-            match self
-                .retrier
-                .after_attempt(attempts, self.classify(&value), Some(deadline))
-            {
-                Decision::Retry { after } => {
-                    // Boxed: the timer is large, and only retries need it.
-                    Box::pin(tokio::time::sleep(after)).await;
-                    now = Instant::now();
-                }
-                Decision::Stop(stop) => {
-                    return Retried {
-                        value,
-                        attempts,
-                        stop,
-                    };
-                }
-            }
-        }
+        self.run(Instant::now(), deadline, op, RecordNow).await
     }
 
     /// Runs `op` through the pipeline once, without retries (for a request that cannot be
@@ -347,31 +239,106 @@ impl<C> Pipeline<C> {
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
     {
-        let value = self.attempt(1, Instant::now(), deadline, op).await;
-        let stop = match self.classify(&value) {
+        self.once(deadline, op, RecordNow).await
+    }
+
+    /// The retry loop: attempts from `now` until `deadline`. Each answer is held as `H`
+    /// says: recorded at once ([`RecordNow`]), or kept with its admission ([`Keep`]) — then
+    /// an answer that is retried is recorded before the backoff, and the one returned is
+    /// the caller's to settle.
+    pub(crate) async fn run<'p, R, E, F, Fut, H>(
+        &'p self,
+        now: Instant,
+        deadline: Instant,
+        mut op: F,
+        _: H,
+    ) -> Executed<H::Held, E>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
+    {
+        let (mut attempts, mut now) = (0, now);
+        loop {
+            attempts += 1;
+            // One await of `attempt` in the loop (not one for the first and one for the
+            // rest): the future every call carries holds one attempt's state, not two.
+            let answer = self
+                .attempt::<R, E, _, _, H>(attempts, now, deadline, &mut op)
+                .await;
+            match self.retrier.after_attempt(
+                attempts,
+                self.classify::<R, E, H>(&answer),
+                Some(deadline),
+            ) {
+                Decision::Retry { after } => {
+                    match answer {
+                        Ok(held) => H::retried(held),
+                        Err(error) => drop(error),
+                    }
+                    // Boxed: the timer is large, and only retries need it.
+                    Box::pin(tokio::time::sleep(after)).await;
+                    now = Instant::now();
+                }
+                Decision::Stop(stop) => {
+                    return Retried {
+                        value: answer,
+                        attempts,
+                        stop,
+                    };
+                }
+            }
+        }
+    }
+
+    /// One attempt and no retry, its answer held as `H` says (see [`Self::run`]).
+    pub(crate) async fn once<'p, R, E, F, Fut, H>(
+        &'p self,
+        deadline: Instant,
+        op: F,
+        _: H,
+    ) -> Executed<H::Held, E>
+    where
+        F: FnOnce(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
+    {
+        let answer = self
+            .attempt::<R, E, _, _, H>(1, Instant::now(), deadline, op)
+            .await;
+        let stop = match self.classify::<R, E, H>(&answer) {
             Classification::Success => Stop::Success,
             _ => Stop::Permanent,
         };
         Retried {
-            value,
+            value: answer,
             attempts: 1,
             stop,
         }
     }
 
-    /// One attempt, starting at `now`: breaker, bulkhead, timeout, the operation; records
-    /// the outcome. The first attempt deposits into the retry budget once admitted.
-    async fn attempt<R, E, F, Fut>(
-        &self,
+    /// `admission`, holding this pipeline's breaker and bulkhead instead of borrowing them.
+    pub(crate) fn own(&self, admission: Admission<'_>) -> OwnedAdmission {
+        admission.into_owned(&self.breaker, &self.bulkhead)
+    }
+
+    /// One attempt, starting at `now`: breaker, bulkhead, timeout, the operation. A failure
+    /// or timeout is recorded at once; an answer is held as `H` says. The first attempt
+    /// deposits into the retry budget once admitted.
+    async fn attempt<'p, R, E, F, Fut, H>(
+        &'p self,
         number: u32,
         now: Instant,
         deadline: Instant,
         op: F,
-    ) -> Result<R, ResilienceError<E>>
+    ) -> Result<H::Held, ResilienceError<E>>
     where
         F: FnOnce(AttemptContext) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
         if now >= deadline {
             // No attempt starts without time to run.
@@ -411,16 +378,20 @@ impl<C> Pipeline<C> {
         };
         let result =
             deadline::until(attempt_deadline, op(AttemptContext { number, timeout })).await;
-        let elapsed = started.elapsed();
-        drop(slot);
-        let (value, outcome) = match result {
+        let (error, outcome) = match result {
             Ok(Ok(response)) => {
                 let outcome = self.classifier.outcome(&Attempt::Response(&response));
-                (Ok(response), outcome)
+                let admission = Admission {
+                    permit,
+                    slot,
+                    started,
+                    outcome,
+                };
+                return Ok(H::hold(response, admission));
             }
             Ok(Err(error)) => {
                 let outcome = self.classifier.outcome(&Attempt::<R, _>::Error(&error));
-                (Err(ResilienceError::Inner(error)), outcome)
+                (ResilienceError::Inner(error), outcome)
             }
             Err(deadline::Elapsed) => {
                 let outcome = self.classifier.outcome(&Attempt::<R, E>::Timeout);
@@ -429,21 +400,26 @@ impl<C> Pipeline<C> {
                 } else {
                     ResilienceError::DeadlineExceeded
                 };
-                (Err(error), outcome)
+                (error, outcome)
             }
         };
+        let elapsed = started.elapsed();
+        drop(slot);
         permit.record(outcome, elapsed);
-        value
+        Err(error)
     }
 
     /// Whether to retry after an attempt: the classifier's call for what the callee did;
     /// the pipeline's own refusals and the caller's deadline are final.
-    fn classify<R, E>(&self, value: &Result<R, ResilienceError<E>>) -> Classification
+    fn classify<'p, R, E, H>(&self, answer: &Result<H::Held, ResilienceError<E>>) -> Classification
     where
         C: for<'a> Classify<Attempt<'a, R, E>>,
+        H: Hold<'p, R>,
     {
-        match value {
-            Ok(response) => self.classifier.classify(&Attempt::Response(response)),
+        match answer {
+            Ok(held) => self
+                .classifier
+                .classify(&Attempt::Response(H::response(held))),
             Err(ResilienceError::Inner(error)) => {
                 self.classifier.classify(&Attempt::<R, E>::Error(error))
             }
@@ -454,6 +430,63 @@ impl<C> Pipeline<C> {
                 | ResilienceError::DeadlineExceeded,
             ) => Classification::Permanent,
         }
+    }
+}
+
+/// How the pipeline holds an attempt's answer until the call is settled.
+pub(crate) trait Hold<'p, R> {
+    /// What an answer keeps.
+    type Held;
+    /// Right after the attempt answered.
+    fn hold(response: R, admission: Admission<'p>) -> Self::Held;
+    /// The answer, to classify.
+    fn response(held: &Self::Held) -> &R;
+    /// The answer is retried: it is over.
+    fn retried(held: Self::Held);
+}
+
+/// [`Pipeline::execute`]'s way: the answer's outcome is recorded at once (before the retry
+/// decision, which does not change it), and the answer alone is kept.
+pub(crate) struct RecordNow;
+
+impl<'p, R> Hold<'p, R> for RecordNow {
+    type Held = R;
+
+    #[inline]
+    fn hold(response: R, admission: Admission<'p>) -> R {
+        admission.record();
+        response
+    }
+
+    #[inline]
+    fn response(held: &R) -> &R {
+        held
+    }
+
+    #[inline]
+    fn retried(held: R) {
+        drop(held);
+    }
+}
+
+/// The layer's way: the answer keeps its admission (the slot, the permit), to be recorded
+/// when its body ends — or at once if it is retried.
+pub(crate) struct Keep;
+
+impl<'p, R> Hold<'p, R> for Keep {
+    type Held = (R, Admission<'p>);
+
+    fn hold(response: R, admission: Admission<'p>) -> Self::Held {
+        (response, admission)
+    }
+
+    fn response(held: &Self::Held) -> &R {
+        &held.0
+    }
+
+    fn retried((response, admission): Self::Held) {
+        admission.record();
+        drop(response);
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! [`RetryPolicy::decide`] is the pure core: given the attempts made, the last outcome's
 //! [`Classification`], the time, the caller's deadline and the [`RetryBudget`], it says
-//! whether to retry and after how long. [`Retrier::run`] drives it over an async operation
-//! (the tower layers are built on the same two pieces).
+//! whether to retry and after how long. [`Retrier`] holds a policy with its budget; the one
+//! retry loop that drives it is [`Pipeline`](crate::Pipeline)'s (which the tower layer is
+//! built on).
 //!
 //! The order of the checks matters and is fixed: the outcome (success, permanent, stop),
 //! then the attempt count, then the delay (the server's pushback, or the jittered backoff),
@@ -11,9 +12,7 @@
 //! that really happens.
 
 mod budget;
-pub mod classify;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +20,8 @@ use rand::Rng;
 use tokio::time::Instant;
 
 pub use budget::RetryBudget;
-pub use classify::{Classification, Classify};
 
+use crate::classify::Classification;
 use crate::config::{Jitter, RetryConfig};
 
 /// Backoff, attempts and the deadline rule.
@@ -91,11 +90,6 @@ impl RetryPolicy {
     pub fn with_min_attempt_time(mut self, min: Duration) -> Self {
         self.min_attempt_time = min;
         self
-    }
-
-    /// Attempts in total, the first included.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
     }
 
     /// The backoff ceiling before retry number `retry` (1 for the first retry):
@@ -170,7 +164,7 @@ fn final_stop(classification: Classification) -> Result<Stop, Option<Duration>> 
     }
 }
 
-/// The result of [`Retrier::run`]: the last attempt's outcome, and how it came about.
+/// The result of an execution: the last attempt's outcome, and how it came about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retried<T> {
     /// The last attempt's outcome.
@@ -195,16 +189,6 @@ impl Retrier {
             policy: RetryPolicy::new(config),
             budget: Arc::new(RetryBudget::new(&config.budget)),
         }
-    }
-
-    /// A retrier from its parts (for instance a budget shared by several policies).
-    pub fn from_parts(policy: RetryPolicy, budget: Arc<RetryBudget>) -> Self {
-        Self { policy, budget }
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
     }
 
     /// The budget.
@@ -233,39 +217,6 @@ impl Retrier {
             &self.budget,
             &mut rand::thread_rng(),
         )
-    }
-
-    /// Runs `attempt` (given the attempt number, from 1) until `classify` says stop, the
-    /// policy's attempts are used up, the next attempt could not finish before `deadline`,
-    /// or the budget is empty; sleeps between attempts. Deposits into the budget once.
-    /// Time limits on each attempt are `attempt`'s business.
-    pub async fn run<T, C, F, Fut>(
-        &self,
-        deadline: Option<Instant>,
-        classify: &C,
-        mut attempt: F,
-    ) -> Retried<T>
-    where
-        C: Classify<T> + ?Sized,
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = T>,
-    {
-        self.budget.deposit();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let value = attempt(attempts).await;
-            match self.after_attempt(attempts, classify.classify(&value), deadline) {
-                Decision::Retry { after } => tokio::time::sleep(after).await,
-                Decision::Stop(stop) => {
-                    return Retried {
-                        value,
-                        attempts,
-                        stop,
-                    };
-                }
-            }
-        }
     }
 }
 

@@ -1,5 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+//! The policy on its own, and driven by the pipeline's retry loop (breaker disabled, so
+//! only the policy and the budget decide), in virtual time.
+
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -8,7 +11,9 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 
 use super::*;
-use crate::config::RetryBudgetConfig;
+use crate::classify::{self, Classify, code};
+use crate::config::{BreakerMode, ResilienceConfig, RetryBudgetConfig};
+use crate::{Attempt, Pipeline};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -29,8 +34,36 @@ fn config() -> RetryConfig {
 
 const RETRY: Classification = Classification::Retryable { pushback: None };
 
-fn always(c: Classification) -> impl Fn(&()) -> Classification {
-    move |_: &()| c
+/// Judges an attempt by what it answered: each scripted attempt answers with its own
+/// classification.
+struct AsAnswered;
+
+impl Classify<Attempt<'_, Classification, ()>> for AsAnswered {
+    fn classify(&self, attempt: &Attempt<'_, Classification, ()>) -> Classification {
+        match attempt {
+            Attempt::Response(answered) => **answered,
+            Attempt::Error(()) | Attempt::Timeout => RETRY,
+        }
+    }
+}
+
+/// A pipeline in which only `retry` decides: the breaker disabled, room in the bulkhead,
+/// a minute for the whole call.
+fn pipeline(retry: RetryConfig) -> Pipeline<AsAnswered> {
+    let mut c = ResilienceConfig {
+        retry,
+        ..ResilienceConfig::default()
+    };
+    c.timeout.overall = Duration::from_secs(60);
+    c.circuit_breaker.mode = BreakerMode::Disabled;
+    c.bulkhead.max_concurrent = 10_000;
+    Pipeline::new("retry-test", &c, AsAnswered)
+}
+
+/// Runs calls whose every attempt answers `c`; returns (attempts, stop).
+async fn always(p: &Pipeline<AsAnswered>, c: Classification) -> (u32, Stop) {
+    let executed = p.execute(|_| async move { Ok::<_, ()>(c) }).await;
+    (executed.attempts, executed.stop)
 }
 
 #[test]
@@ -91,13 +124,12 @@ fn no_jitter_is_the_ceiling() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_up_to_max_attempts_within_backoff_bounds() {
-    let r = Retrier::new(&config());
-    let p = r.policy().clone();
+    let p = RetryPolicy::new(&config());
     let starts = RefCell::new(Vec::new());
-    let result = r
-        .run(None, &always(RETRY), |n| {
-            starts.borrow_mut().push((n, Instant::now()));
-            async {}
+    let result = pipeline(config())
+        .execute(|context| {
+            starts.borrow_mut().push((context.number, Instant::now()));
+            async { Ok::<_, ()>(RETRY) }
         })
         .await;
     assert_eq!(result.attempts, 4);
@@ -113,41 +145,38 @@ async fn retries_up_to_max_attempts_within_backoff_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn success_and_permanent_errors_are_not_retried() {
-    let r = Retrier::new(&config());
-    let result = r
-        .run(None, &always(Classification::Success), |_| async {})
-        .await;
-    assert_eq!((result.attempts, result.stop), (1, Stop::Success));
-    let result = r
-        .run(None, &always(Classification::Permanent), |_| async {})
-        .await;
-    assert_eq!((result.attempts, result.stop), (1, Stop::Permanent));
-    // Succeeds on the third attempt.
-    let classify = |n: &u32| {
-        if *n < 3 {
-            RETRY
-        } else {
-            Classification::Success
-        }
-    };
-    let result = r.run(None, &classify, |n| async move { n }).await;
+    let p = pipeline(config());
     assert_eq!(
-        (result.value, result.attempts, result.stop),
-        (3, 3, Stop::Success)
+        always(&p, Classification::Success).await,
+        (1, Stop::Success)
     );
+    assert_eq!(
+        always(&p, Classification::Permanent).await,
+        (1, Stop::Permanent)
+    );
+    // Succeeds on the third attempt.
+    let result = p
+        .execute(|context| async move {
+            Ok::<_, ()>(if context.number < 3 {
+                RETRY
+            } else {
+                Classification::Success
+            })
+        })
+        .await;
+    assert_eq!((result.attempts, result.stop), (3, Stop::Success));
 }
 
 #[tokio::test(start_paused = true)]
 async fn pushback_replaces_the_backoff() {
-    let r = Retrier::new(&config());
     let starts = RefCell::new(Vec::new());
     let pushback = Classification::Retryable {
         pushback: Some(Duration::from_secs(3)),
     };
-    let result = r
-        .run(None, &always(pushback), |_| {
+    let result = pipeline(config())
+        .execute(|_| {
             starts.borrow_mut().push(Instant::now());
-            async {}
+            async move { Ok::<_, ()>(pushback) }
         })
         .await;
     assert_eq!(result.attempts, 4);
@@ -159,43 +188,37 @@ async fn pushback_replaces_the_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn negative_pushback_stops() {
-    let r = Retrier::new(&config());
-    let result = r
-        .run(None, &always(Classification::StopRetrying), |_| async {})
-        .await;
-    assert_eq!((result.attempts, result.stop), (1, Stop::ServerSaidStop));
-    // Through the gRPC classifier, end to end.
-    let mut md = http::HeaderMap::new();
-    md.insert(
+    let p = pipeline(config());
+    assert_eq!(
+        always(&p, Classification::StopRetrying).await,
+        (1, Stop::ServerSaidStop)
+    );
+    // Through the gRPC classifier: UNAVAILABLE with `grpc-retry-pushback-ms: -1`.
+    let mut metadata = http::HeaderMap::new();
+    metadata.insert(
         classify::GRPC_RETRY_PUSHBACK_MS,
         http::HeaderValue::from_static("-1"),
     );
-    let grpc = classify::GrpcClassifier::new();
-    let classify = |code: &i32| {
-        grpc.classify(&classify::GrpcResponse {
-            code: *code,
-            metadata: &md,
-        })
-    };
-    let result = r
-        .run(None, &classify, |_| async { classify::code::UNAVAILABLE })
-        .await;
-    assert_eq!((result.attempts, result.stop), (1, Stop::ServerSaidStop));
+    let unavailable = classify::GrpcClassifier::new().classify(&classify::GrpcResponse {
+        code: code::UNAVAILABLE,
+        metadata: &metadata,
+    });
+    assert_eq!(always(&p, unavailable).await, (1, Stop::ServerSaidStop));
 }
 
 #[tokio::test(start_paused = true)]
 async fn never_starts_an_attempt_past_the_deadline() {
-    let r = Retrier::new(&RetryConfig {
+    let p = pipeline(RetryConfig {
         jitter: Jitter::None,
         ..config()
     });
     let start = Instant::now();
     let deadline = start + 350 * MS;
     let starts = RefCell::new(Vec::new());
-    let result = r
-        .run(Some(deadline), &always(RETRY), |_| {
+    let result = p
+        .execute_until(deadline, |_| {
             starts.borrow_mut().push(Instant::now() - start);
-            async {}
+            async { Ok::<_, ()>(RETRY) }
         })
         .await;
     // 0 ms, then 100 ms later (100), then 200 ms later (300); the next would start at 700.
@@ -236,7 +259,7 @@ async fn the_minimum_attempt_time_counts_against_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_stops_retries() {
-    let r = Retrier::new(&RetryConfig {
+    let p = pipeline(RetryConfig {
         budget: RetryBudgetConfig {
             ratio: 0.0,
             min_retries_per_second: 0,
@@ -244,8 +267,7 @@ async fn an_empty_budget_stops_retries() {
         },
         ..config()
     });
-    let result = r.run(None, &always(RETRY), |_| async {}).await;
-    assert_eq!((result.attempts, result.stop), (1, Stop::BudgetExhausted));
+    assert_eq!(always(&p, RETRY).await, (1, Stop::BudgetExhausted));
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,7 +306,8 @@ async fn the_budget_is_not_spent_on_retries_that_do_not_happen() {
 }
 
 /// A total outage: every attempt fails. The budget keeps attempts ÷ calls near
-/// `1 + ratio`, plus the floor, although `maxAttempts` would allow 4.
+/// `1 + ratio`, plus the floor, although `maxAttempts` would allow 4. (Every call is
+/// admitted, the breaker being disabled, so every call deposits.)
 #[tokio::test(start_paused = true)]
 async fn outage_amplification_is_bounded_by_the_budget() {
     let config = RetryConfig {
@@ -295,15 +318,15 @@ async fn outage_amplification_is_bounded_by_the_budget() {
         },
         ..config()
     };
-    let r = Retrier::new(&config);
+    let p = std::sync::Arc::new(pipeline(config.clone()));
     let calls = 5_000u32;
     // 1000 calls a second for 5 s, all concurrent with the retries of earlier ones.
     let tasks: Vec<_> = (0..calls)
         .map(|i| {
-            let r = r.clone();
+            let p = p.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(MS * i).await;
-                r.run(None, &always(RETRY), |_| async {}).await.attempts
+                always(&p, RETRY).await.0
             })
         })
         .collect();

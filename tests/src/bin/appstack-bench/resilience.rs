@@ -35,15 +35,15 @@ use appstack_proto::external::v1::processor_client::ProcessorClient;
 use appstack_proto::external::v1::processor_server::{Processor, ProcessorServer};
 use appstack_proto::external::v1::{ProcessRequest, ProcessResponse};
 use appstack_resilience::breaker::Outcome;
+use appstack_resilience::classify::Classification;
+use appstack_resilience::classify::{GrpcClassifier, HttpClassifier};
 use appstack_resilience::config::BreakerMode;
-use appstack_resilience::retry::Classification;
-use appstack_resilience::retry::classify::{GrpcClassifier, HttpClassifier};
 use appstack_resilience::{
     Attempt, CircuitBreaker, Pipeline, ReplayBody, ResilienceConfig, ResilienceLayer,
 };
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Empty, Full};
 use tonic::transport::Endpoint;
 use tonic::transport::server::TcpIncoming;
 use tower::{Layer as _, Service as _, ServiceBuilder};
@@ -272,7 +272,7 @@ fn layer_overhead(
 ) -> anyhow::Result<()> {
     type Inner = Request<ReplayBody<Full<Bytes>>>;
     let inner = tower::service_fn(|_: Inner| async {
-        Ok::<_, std::convert::Infallible>(Response::new(()))
+        Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
     });
     let layer = ResilienceLayer::new("bench-http", config, HttpClassifier::new());
     let request = || {

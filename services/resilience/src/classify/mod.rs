@@ -1,8 +1,23 @@
-//! Classifying call outcomes: retry or not, and failure or not for the circuit breaker.
+//! Classifying call outcomes: retry or not ([`Classification`]), and failure or not for the
+//! circuit breaker ([`Outcome`]). The one home of every such judgement:
+//!
+//! - the [`Classify`] trait, which the [`Pipeline`](crate::Pipeline) asks about each
+//!   attempt's [`Attempt`](crate::Attempt);
+//! - the protocol rules, pure: [`GrpcClassifier`] over a status code and its metadata
+//!   ([`GrpcResponse`]), [`HttpClassifier`] over a status and its headers or a
+//!   [`TransportError`] ([`HttpResponse`]), [`retry_after`];
+//! - the same rules over what the tower layer sees: its responses (with [`grpc_code`],
+//!   which also reads the trailers the layer read ahead), the transport errors found in an
+//!   error's source chain ([`transport_error`]), and the end of a gRPC body passed on as it
+//!   streamed ([`StreamEnd`]).
+
+mod response;
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
+
+pub use response::{GRPC_STATUS, StreamEnd, grpc_code, transport_error};
 
 use crate::breaker::Outcome;
 
