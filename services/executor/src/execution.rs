@@ -144,10 +144,7 @@ pub(crate) fn judge(
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| {
-                        appstack_resilience::classify::retry_after(
-                            v,
-                            std::time::SystemTime::now(),
-                        )
+                        appstack_resilience::classify::retry_after(v, std::time::SystemTime::now())
                     });
                 let reason = format!("http_{}", status.as_u16());
                 let message = body_excerpt(&body, status.canonical_reason().unwrap_or(""));

@@ -1,9 +1,7 @@
 //! What one attempt at an external service returned, and how the pipeline judges it.
 
-use appstack_resilience::classify::{
-    GrpcClassifier, GrpcResponse, HttpClassifier, HttpResponse,
-};
 use appstack_resilience::classify::{Classification, Classify};
+use appstack_resilience::classify::{GrpcClassifier, GrpcResponse, HttpClassifier, HttpResponse};
 use appstack_resilience::{Attempt, breaker};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
