@@ -4,6 +4,7 @@
 pub mod auth_server;
 pub mod clients;
 pub mod pg;
+pub mod processes;
 pub mod raw_grpc;
 pub mod stack_server;
 pub mod tcp_proxy;

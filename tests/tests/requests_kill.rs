@@ -5,86 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use appstack_queue::store::{NewRequest, Queue, SubmitOutcome};
 use appstack_simulator::{FaultPlan, Simulator};
 use appstack_tests::pg;
-use tokio::process::{Child, Command};
+use appstack_tests::processes::{spawn_worker, worker_config};
 
 const REQUESTS: usize = 5_000;
 const CONCURRENCY: u32 = 32;
-
-/// The `appstack` binary beside this test's (cargo builds it for the workspace's tests).
-fn appstack_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let binary = dir.join("appstack");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the workspace first",
-        binary.display()
-    );
-    binary
-}
-
-fn config_file(dir: &Path, database_url: &str, simulator: &Simulator) -> PathBuf {
-    let path = dir.join("worker.toml");
-    let text = format!(
-        r#"
-[server]
-grpcAddr = "127.0.0.1:0"
-adminAddr = "127.0.0.1:0"
-shutdownDelay = "0s"
-shutdownGrace = "5s"
-
-[database]
-url = "{database_url}"
-maxConnections = 8
-
-[log]
-format = "json"
-filter = "warn"
-
-[queue]
-lease = "2s"
-heartbeat = "500ms"
-pollInterval = "200ms"
-rescuerInterval = "250ms"
-
-[worker]
-concurrency = {CONCURRENCY}
-claimBatch = 16
-
-[externalServices.sim]
-endpoint = "http://{http}/process"
-
-[externalServices.sim.resilience.retry]
-maxAttempts = 1
-
-[routes.echo]
-service = "sim"
-maxJobAttempts = 10
-"#,
-        http = simulator.http
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn spawn_worker(config: &Path) -> Child {
-    Command::new(appstack_binary())
-        .arg("worker")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
@@ -121,9 +50,9 @@ async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
         ids.push(record.id);
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path(), &database.url, &simulator);
-    let mut steady = spawn_worker(&config);
-    let mut victim = spawn_worker(&config);
+    let config = worker_config(dir.path(), &database.url, &simulator, CONCURRENCY).unwrap();
+    let mut steady = spawn_worker(&config).unwrap();
+    let mut victim = spawn_worker(&config).unwrap();
 
     let finished = || async {
         sqlx::query_scalar::<_, i64>(
@@ -149,7 +78,7 @@ async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
             victim.start_kill().unwrap(); // SIGKILL
             victim.wait().await.unwrap();
             kills += 1;
-            victim = spawn_worker(&config);
+            victim = spawn_worker(&config).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
