@@ -14,6 +14,9 @@ use appstack_tests::processes::{spawn_worker, worker_config};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// One execution: the request's place in its key's submit order, its start and its end.
+type Execution = (usize, DateTime<Utc>, DateTime<Utc>);
+
 const KEYS: usize = 20;
 const PER_KEY: usize = 100;
 
@@ -93,7 +96,7 @@ async fn per_key_executions_run_in_submit_order_never_two_at_once_across_a_kill(
     .fetch_all(&pool)
     .await
     .unwrap();
-    let mut runs: BTreeMap<usize, Vec<(usize, DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
+    let mut runs: BTreeMap<usize, Vec<Execution>> = BTreeMap::new();
     for pair in events.windows(2) {
         let (id, _, status, start) = &pair[0];
         let (next_id, _, _, end) = &pair[1];
