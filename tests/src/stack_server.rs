@@ -76,6 +76,19 @@ impl StackServer {
 
     /// Starts after `adjust` edits the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut StackConfig)) -> anyhow::Result<Self> {
+        let services = vec![
+            auth_service::builder(),
+            request_services::main_and_worker_builder(),
+        ];
+        Self::start_services(adjust, services).await
+    }
+
+    /// Starts `services` (rather than auth, main and worker) after `adjust` edits the
+    /// configuration: a benchmark of the request API alone runs auth and main only.
+    pub async fn start_services(
+        adjust: impl FnOnce(&mut StackConfig),
+        services: Vec<ServiceBuilder>,
+    ) -> anyhow::Result<Self> {
         let simulator = Simulator::start_on_loopback(FaultPlan::default()).await?;
         let database = pg::test_database().await?;
         let keys = tempfile::tempdir()?;
@@ -87,10 +100,6 @@ impl StackServer {
         let admin = TcpListener::bind(config.server.admin_addr).await?;
         let (grpc_addr, admin_addr) = (grpc.local_addr()?, admin.local_addr()?);
         let shutdown = CancellationToken::new();
-        let services: Vec<ServiceBuilder> = vec![
-            auth_service::builder(),
-            request_services::main_and_worker_builder(),
-        ];
         let task = tokio::spawn(runner::run(
             config.clone(),
             Listeners { grpc, admin },

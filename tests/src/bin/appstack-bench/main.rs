@@ -39,6 +39,10 @@
 //! - `worker`: the burn-down of 20,000 queued requests through the real worker, each an HTTP
 //!   call to the simulator at zero latency (`burn_down_per_sec`, goal ≥ 6,000).
 //!
+//! - `submit` / `get`: ASYNC submits and Gets per second through gRPC (authentication
+//!   included) against `pgbench` at the same concurrency, on the same database
+//!   (`submit_to_pgbench_ratio` goal ≥ 0.7, `get_to_pgbench_ratio` goal ≥ 0.5).
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -47,6 +51,7 @@ mod auth_login;
 mod auth_verify;
 mod measure;
 mod queue;
+mod requests;
 mod resilience;
 mod worker;
 
@@ -92,6 +97,12 @@ enum Scenario {
     /// Burn-down of 20,000 queued requests through the worker, each an HTTP call to the
     /// simulator at zero latency (goal: >= 6,000 per second on 2 cores).
     Worker,
+    /// ASYNC submits per second through gRPC vs pgbench running the same SQL at the same
+    /// concurrency (goal: ratio >= 0.7).
+    Submit,
+    /// Gets per second through gRPC vs `pgbench -S` at the same concurrency (goal: ratio
+    /// >= 0.5).
+    Get,
 }
 
 /// Options of `auth-login`.
@@ -121,5 +132,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Resilience => resilience::run(cli.seconds),
         Scenario::Queue => queue::run(cli.seconds),
         Scenario::Worker => worker::run(),
+        Scenario::Submit => requests::run(cli.seconds, false),
+        Scenario::Get => requests::run(cli.seconds, true),
     }
 }
