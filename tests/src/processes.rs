@@ -104,3 +104,40 @@ pub fn spawn_worker(config: &Path) -> anyhow::Result<Child> {
         .kill_on_drop(true)
         .spawn()?)
 }
+
+/// What the process suites start from: a fresh migrated database (its URL and queue) and a
+/// simulator answering after `base` plus up to `jitter` of latency.
+pub struct QueueFixture {
+    /// The database's URL, for the workers' configuration.
+    pub database_url: String,
+    /// The queue over it.
+    pub queue: appstack_queue::store::Queue,
+    /// The external service.
+    pub simulator: Simulator,
+}
+
+impl QueueFixture {
+    /// Creates the database and starts the simulator.
+    ///
+    /// # Errors
+    ///
+    /// When the database or the simulator cannot be started.
+    pub async fn start(
+        base: std::time::Duration,
+        jitter: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let database = crate::pg::test_database().await?;
+        let pool = sqlx::PgPool::connect(&database.url).await?;
+        appstack_common::db::migrate(&pool).await?;
+        let simulator = Simulator::start_on_loopback(appstack_simulator::FaultPlan {
+            latency: appstack_simulator::faults::Latency { base, jitter },
+            ..appstack_simulator::FaultPlan::default()
+        })
+        .await?;
+        Ok(Self {
+            database_url: database.url,
+            queue: appstack_queue::store::Queue::new(pool),
+            simulator,
+        })
+    }
+}

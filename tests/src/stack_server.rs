@@ -197,25 +197,15 @@ impl StackServer {
 
     /// Signs `email` up (password `correct horse battery`) and logs in: its access token.
     pub async fn user_token(&self, email: &str) -> anyhow::Result<String> {
-        let mut auth = AuthServiceClient::new(self.channel().await?);
-        let password = "correct horse battery".to_owned();
-        auth.sign_up(SignUpRequest {
-            email: email.into(),
-            password: password.clone(),
-        })
-        .await?;
-        let tokens = auth
-            .login(LoginRequest {
-                email: email.into(),
-                password,
-            })
-            .await?
-            .into_inner();
-        Ok(tokens.access_token)
+        self.sign_up_and_log_in(email, false).await
     }
 
     /// A user with the `admin` role: its access token.
     pub async fn admin_token(&self, email: &str) -> anyhow::Result<String> {
+        self.sign_up_and_log_in(email, true).await
+    }
+
+    async fn sign_up_and_log_in(&self, email: &str, admin: bool) -> anyhow::Result<String> {
         let mut auth = AuthServiceClient::new(self.channel().await?);
         let password = "correct horse battery".to_owned();
         auth.sign_up(SignUpRequest {
@@ -223,12 +213,16 @@ impl StackServer {
             password: password.clone(),
         })
         .await?;
-        let pool = sqlx::PgPool::connect(&self.config.database.url).await?;
-        sqlx::query("UPDATE auth.users SET roles = ARRAY['user', 'admin'] WHERE email = $1")
-            .bind(email)
-            .execute(&pool)
-            .await?;
-        pool.close().await;
+        if admin {
+            // Roles are granted by an admin; the first one is made in the database, as
+            // `appstack bootstrap-admin` does.
+            let pool = sqlx::PgPool::connect(&self.config.database.url).await?;
+            sqlx::query("UPDATE auth.users SET roles = ARRAY['user', 'admin'] WHERE email = $1")
+                .bind(email)
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+        }
         let tokens = auth
             .login(LoginRequest {
                 email: email.into(),

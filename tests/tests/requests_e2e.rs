@@ -48,6 +48,28 @@ async fn finished(client: &mut Requests, id: &str) -> Request {
     }
 }
 
+/// Submits and returns the new request's id.
+async fn submitted_id(client: &mut Requests, request: SubmitRequest) -> String {
+    client
+        .submit(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id
+}
+
+/// Every HTTP call answered with `status`.
+fn failing_with(status: u16) -> FaultPlan {
+    let mut plan = FaultPlan {
+        error_rate: 1.0,
+        ..FaultPlan::default()
+    };
+    plan.error.http_status = status;
+    plan
+}
+
 fn status_of(request: &Request) -> Status {
     Status::try_from(request.status).unwrap()
 }
@@ -144,20 +166,8 @@ async fn permanent_failures_go_dead_retried_ones_succeed_and_a_dead_letter_can_b
     let mut client = stack.requests(&token).await.unwrap();
 
     // A 400 is permanent: dead after one attempt, with the reason.
-    let mut plan = FaultPlan {
-        error_rate: 1.0,
-        ..FaultPlan::default()
-    };
-    plan.error.http_status = 400;
-    stack.simulator.set_faults(plan).unwrap();
-    let id = client
-        .submit(submit("echo", r#"{"n":1}"#, Mode::Async))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap()
-        .id;
+    stack.simulator.set_faults(failing_with(400)).unwrap();
+    let id = submitted_id(&mut client, submit("echo", r#"{"n":1}"#, Mode::Async)).await;
     let dead = finished(&mut client, &id).await;
     assert_eq!(status_of(&dead), Status::Dead);
     assert_eq!(dead.attempts, 1);
@@ -165,20 +175,8 @@ async fn permanent_failures_go_dead_retried_ones_succeed_and_a_dead_letter_can_b
     assert!(!dead.last_failure.unwrap().retryable);
 
     // A 503 is retried (another job attempt after the backoff) until the service is back.
-    let mut plan = FaultPlan {
-        error_rate: 1.0,
-        ..FaultPlan::default()
-    };
-    plan.error.http_status = 503;
-    stack.simulator.set_faults(plan).unwrap();
-    let retried = client
-        .submit(submit("echo", r#"{"n":2}"#, Mode::Async))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap()
-        .id;
+    stack.simulator.set_faults(failing_with(503)).unwrap();
+    let retried = submitted_id(&mut client, submit("echo", r#"{"n":2}"#, Mode::Async)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while stack.simulator.calls().calls_for(&retried) < 2 {
         assert!(tokio::time::Instant::now() < deadline, "no second attempt");
@@ -251,22 +249,16 @@ async fn cancel_before_and_during_execution() {
         })
         .unwrap();
     // The first of an ordering key runs (slowly); the second waits behind it.
-    let first = client
-        .submit(submit("ordered", r#"{"account":"a1","n":1}"#, Mode::Async))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap()
-        .id;
-    let second = client
-        .submit(submit("ordered", r#"{"account":"a1","n":2}"#, Mode::Async))
-        .await
-        .unwrap()
-        .into_inner()
-        .request
-        .unwrap()
-        .id;
+    let first = submitted_id(
+        &mut client,
+        submit("ordered", r#"{"account":"a1","n":1}"#, Mode::Async),
+    )
+    .await;
+    let second = submitted_id(
+        &mut client,
+        submit("ordered", r#"{"account":"a1","n":2}"#, Mode::Async),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while status_of(
         &client

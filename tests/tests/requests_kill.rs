@@ -7,29 +7,19 @@
 
 use std::time::Duration;
 
-use appstack_queue::store::{NewRequest, Queue, SubmitOutcome};
-use appstack_simulator::{FaultPlan, Simulator};
-use appstack_tests::pg;
-use appstack_tests::processes::{spawn_worker, worker_config};
+use appstack_queue::store::{NewRequest, SubmitOutcome};
+use appstack_tests::processes::{QueueFixture, spawn_worker, worker_config};
 
 const REQUESTS: usize = 5_000;
 const CONCURRENCY: u32 = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
-    let database = pg::test_database().await.unwrap();
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    appstack_common::db::migrate(&pool).await.unwrap();
-    let queue = Queue::new(pool.clone());
-    let simulator = Simulator::start_on_loopback(FaultPlan {
-        latency: appstack_simulator::faults::Latency {
-            base: Duration::from_millis(5),
-            jitter: Duration::from_millis(10),
-        },
-        ..FaultPlan::default()
-    })
-    .await
-    .unwrap();
+    let fixture = QueueFixture::start(Duration::from_millis(5), Duration::from_millis(10))
+        .await
+        .unwrap();
+    let (queue, simulator) = (&fixture.queue, &fixture.simulator);
+    let pool = queue.pool().clone();
     let mut ids = Vec::with_capacity(REQUESTS);
     for n in 0..REQUESTS {
         let payload = format!(r#"{{"n":{n}}}"#);
@@ -50,7 +40,7 @@ async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
         ids.push(record.id);
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), &database.url, &simulator, CONCURRENCY).unwrap();
+    let config = worker_config(dir.path(), &fixture.database_url, simulator, CONCURRENCY).unwrap();
     let mut steady = spawn_worker(&config).unwrap();
     let mut victim = spawn_worker(&config).unwrap();
 

@@ -7,10 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use appstack_queue::store::{NewRequest, Queue, SubmitOutcome};
-use appstack_simulator::{FaultPlan, Simulator};
-use appstack_tests::pg;
-use appstack_tests::processes::{spawn_worker, worker_config};
+use appstack_queue::store::{NewRequest, SubmitOutcome};
+use appstack_tests::processes::{QueueFixture, spawn_worker, worker_config};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -22,19 +20,11 @@ const PER_KEY: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_executions_run_in_submit_order_never_two_at_once_across_a_kill() {
-    let database = pg::test_database().await.unwrap();
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    appstack_common::db::migrate(&pool).await.unwrap();
-    let queue = Queue::new(pool.clone());
-    let simulator = Simulator::start_on_loopback(FaultPlan {
-        latency: appstack_simulator::faults::Latency {
-            base: Duration::from_millis(1),
-            jitter: Duration::from_millis(9),
-        },
-        ..FaultPlan::default()
-    })
-    .await
-    .unwrap();
+    let fixture = QueueFixture::start(Duration::from_millis(1), Duration::from_millis(9))
+        .await
+        .unwrap();
+    let (queue, simulator) = (&fixture.queue, &fixture.simulator);
+    let pool = queue.pool().clone();
     // Submitted interleaved across keys, so submit order within a key is not id order by
     // accident of batching.
     let mut order: BTreeMap<Uuid, (usize, usize)> = BTreeMap::new();
@@ -60,7 +50,7 @@ async fn per_key_executions_run_in_submit_order_never_two_at_once_across_a_kill(
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), &database.url, &simulator, 16).unwrap();
+    let config = worker_config(dir.path(), &fixture.database_url, simulator, 16).unwrap();
     let _steady = spawn_worker(&config).unwrap();
     let mut victim = spawn_worker(&config).unwrap();
     let total = KEYS * PER_KEY;

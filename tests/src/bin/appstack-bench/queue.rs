@@ -41,23 +41,7 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
 
 async fn measure(seconds: Duration) -> anyhow::Result<()> {
     let report = Report::new("queue");
-    let database = pg::test_database().await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(LOOPS as u32 + 4)
-        .connect(&database.url)
-        .await?;
-    appstack_common::db::migrate(&pool).await?;
-    // Time-ordered ids for bulk inserts (PostgreSQL 15 has no uuidv7()): the millisecond
-    // timestamp over a random UUID, version bits set to 7.
-    sqlx::query(
-        "CREATE FUNCTION uuidv7_bench() RETURNS uuid LANGUAGE sql VOLATILE AS $$
-           SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
-                  PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-                  FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
-         $$",
-    )
-    .execute(&pool)
-    .await?;
+    let (pool, _) = bench_database(LOOPS as u32 + 4).await?;
     let queue = Queue::new(pool.clone());
 
     // Enough jobs for a generous rate over the phase.
@@ -93,6 +77,29 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     report.real("xmin_held_ratio", held / with_history, 3, "ratio")?;
     pool.close().await;
     Ok(())
+}
+
+/// A fresh migrated database with `uuidv7_bench()` for bulk inserts: a pool of
+/// `connections` on it, and its URL.
+pub(crate) async fn bench_database(connections: u32) -> anyhow::Result<(PgPool, String)> {
+    let database = pg::test_database().await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&database.url)
+        .await?;
+    appstack_common::db::migrate(&pool).await?;
+    // Time-ordered ids for bulk inserts (PostgreSQL 15 has no uuidv7()): the millisecond
+    // timestamp over a random UUID, version bits set to 7.
+    sqlx::query(
+        "CREATE FUNCTION uuidv7_bench() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+           SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                  PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                  FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+         $$",
+    )
+    .execute(&pool)
+    .await?;
+    Ok((pool, database.url))
 }
 
 /// Claims, "executes" (nothing) and completes for `seconds` on [`LOOPS`] loops; jobs/s.
@@ -135,8 +142,9 @@ async fn phase(queue: &Queue, seconds: Duration) -> anyhow::Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
-/// Inserts `count` queued requests with their jobs and first events.
-async fn fill(pool: &PgPool, count: i64) -> anyhow::Result<()> {
+/// Inserts `count` queued requests of kind `echo` with their jobs and first events (the
+/// database must have `uuidv7_bench()`, see [`bench_database`]).
+pub(crate) async fn fill(pool: &PgPool, count: i64) -> anyhow::Result<()> {
     sqlx::query(
         "WITH r AS (
             INSERT INTO requests.requests (id, owner, kind, mode, status, payload, last_sequence,

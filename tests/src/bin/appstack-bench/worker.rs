@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use appstack_tests::pg;
 use appstack_tests::stack_server::StackServer;
 
 use crate::measure::Report;
@@ -24,29 +23,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
 
 async fn measure() -> anyhow::Result<()> {
     let report = Report::new("worker");
-    let database = pg::test_database().await?;
-    let pool = sqlx::PgPool::connect(&database.url).await?;
-    appstack_common::db::migrate(&pool).await?;
-    sqlx::query(
-        "WITH r AS (
-            INSERT INTO requests.requests (id, owner, kind, mode, status, payload, last_sequence,
-                                           created_at, updated_at)
-            SELECT gen_random_uuid(), 'bench', 'echo', 'async', 'queued', '{\"n\":1}', 1, now(), now()
-            FROM generate_series(1, $1)
-            RETURNING id, created_at
-        ), j AS (
-            INSERT INTO requests.jobs (request_id, kind, mode, state, run_at)
-            SELECT id, 'echo', 'async', 'queued', created_at FROM r
-        )
-        INSERT INTO requests.events (request_id, sequence, to_status, at)
-        SELECT id, 1, 'queued', created_at FROM r",
-    )
-    .bind(REQUESTS)
-    .execute(&pool)
-    .await?;
+    let (pool, url) = crate::queue::bench_database(4).await?;
+    crate::queue::fill(&pool, REQUESTS).await?;
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     eprintln!("worker: {REQUESTS} requests queued; starting the stack");
-    let url = database.url.clone();
     let started = Instant::now();
     let stack = StackServer::start_with(move |config| {
         config.database.url = url;
