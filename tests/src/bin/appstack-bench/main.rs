@@ -43,12 +43,16 @@
 //!   included) against `pgbench` at the same concurrency, on the same database
 //!   (`submit_to_pgbench_ratio` goal ≥ 0.7, `get_to_pgbench_ratio` goal ≥ 0.5).
 //!
+//! - `end-to-end`: submit → succeeded through the whole stack: `completed_per_sec`, and
+//!   at half that rate `enqueue_to_start_p50_ms` (goal ≤ 5) and `_p99_ms` (goal ≤ 25).
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
 mod auth_existence;
 mod auth_login;
 mod auth_verify;
+mod end_to_end;
 mod measure;
 mod queue;
 mod requests;
@@ -103,6 +107,9 @@ enum Scenario {
     /// Gets per second through gRPC vs `pgbench -S` at the same concurrency (goal: ratio
     /// >= 0.5).
     Get,
+    /// Submit → succeeded through the whole stack: the sustained rate, and enqueue-to-start
+    /// latency at half of it (goals: p50 <= 5 ms, p99 <= 25 ms).
+    EndToEnd,
 }
 
 /// Options of `auth-login`.
@@ -134,5 +141,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Worker => worker::run(),
         Scenario::Submit => requests::run(cli.seconds, false),
         Scenario::Get => requests::run(cli.seconds, true),
+        Scenario::EndToEnd => end_to_end::run(cli.seconds),
     }
 }
