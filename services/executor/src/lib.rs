@@ -3,7 +3,7 @@
 //! caller's deadline) and queued ones (in the worker).
 //!
 //! - [`Executor`]: built once per process from the stack configuration: one client and one
-//!   [`Pipeline`](appstack_resilience::Pipeline) (breaker, retry budget, bulkhead) per
+//!   [`Pipeline`] (breaker, retry budget, bulkhead) per
 //!   external service, shared by every caller; the routes by kind.
 //! - [`Executor::execute`] makes the call (HTTP: `POST {endpoint}` with the payload and an
 //!   `Idempotency-Key`; gRPC: `Processor/Process`), and turns what happened into the

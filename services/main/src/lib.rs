@@ -3,7 +3,7 @@
 //! Callers submit requests of a routed `kind` with a JSON payload. ASYNC requests are stored
 //! and queued in one statement and answered at once; SYNC ones are stored as running under a
 //! lease this process keeps alive, executed through the same
-//! [`Executor`](appstack_executor::Executor) the worker uses, inside the caller's deadline,
+//! [`Executor`] the worker uses, inside the caller's deadline,
 //! and answered with their outcome. Get, List, Cancel and Watch read and change the stored
 //! requests; a caller sees only their own (another's is NOT_FOUND), the `admin` role all.
 //! Submits are limited per caller by `requests.submitRate` (token buckets, `governor`).

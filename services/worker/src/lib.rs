@@ -2,9 +2,9 @@
 //!
 //! A [`Worker`] claims ready jobs in batches (`FOR UPDATE SKIP LOCKED`, skipping the kinds
 //! whose service's breaker is open), executes each through the shared
-//! [`Executor`](appstack_executor::Executor) — the same routing and resilience pipeline
+//! [`Executor`] — the same routing and resilience pipeline
 //! main uses for SYNC requests — decides its fate with the queue's pure rules
-//! ([`appstack_queue::decide`]) and records the outcomes in batches. A heartbeat keeps the
+//! ([`appstack_queue::decide`](mod@appstack_queue::decide)) and records the outcomes in batches. A heartbeat keeps the
 //! leases of running executions, and stops those whose lease was lost or whose request was
 //! cancelled. LISTEN/NOTIFY wakes it when work arrives; it polls as a fallback.
 //!

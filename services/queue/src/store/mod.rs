@@ -1,7 +1,7 @@
 //! The PostgreSQL queue: every query of requests, jobs and their events.
 //!
 //! The pure rules live beside this module ([`state`](crate::state),
-//! [`decide`](crate::decide)); this module performs them in SQL. Each change of a request's
+//! [`decide`](mod@crate::decide)); this module performs them in SQL. Each change of a request's
 //! status updates the request row, appends its event and changes (or deletes) its job row in
 //! one statement or one transaction, so the three never disagree.
 //!
