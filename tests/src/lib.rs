@@ -7,4 +7,5 @@ pub mod pg;
 pub mod processes;
 pub mod raw_grpc;
 pub mod stack_server;
+pub mod steady_load;
 pub mod tcp_proxy;

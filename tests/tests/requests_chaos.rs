@@ -5,67 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use appstack_localpg::{LocalPostgres, Options};
-use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest};
-use appstack_tests::stack_server::{Requests, StackServer};
+use appstack_tests::stack_server::StackServer;
+use appstack_tests::steady_load::{SubmitLoad, all_succeed, private_database};
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 const CHAOS: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-struct Seen {
-    acknowledged: Vec<String>,
-    failures: Vec<(Code, Duration, String)>,
-    last_success: Option<Instant>,
-}
-
-/// Submits from four lanes until `stop`.
-fn steady_load(
-    client: &Requests,
-    seen: &Arc<Mutex<Seen>>,
-    stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..4)
-        .map(|lane| {
-            let (mut client, seen, stop) = (client.clone(), Arc::clone(seen), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.is_cancelled() {
-                    n += 1;
-                    let mut request = tonic::Request::new(SubmitRequest {
-                        kind: "echo".into(),
-                        payload: format!(r#"{{"lane":{lane},"n":{n}}}"#),
-                        idempotency_key: String::new(),
-                        mode: Mode::Async as i32,
-                        deadline: None,
-                    });
-                    request.set_timeout(Duration::from_secs(3));
-                    let started = Instant::now();
-                    let result = client.submit(request).await;
-                    let record = |seen: &mut Seen| match result {
-                        Ok(answer) => {
-                            seen.acknowledged
-                                .push(answer.into_inner().request.unwrap().id);
-                            seen.last_success = Some(Instant::now());
-                        }
-                        Err(status) => seen.failures.push((
-                            status.code(),
-                            started.elapsed(),
-                            status.message().to_owned(),
-                        )),
-                    };
-                    record(&mut seen.lock().unwrap());
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        })
-        .collect()
-}
 
 /// Runs `chaos` for [`CHAOS`] under steady load, then checks the rules of the module docs.
 async fn under_load<F, Fut>(name: &str, chaos: F)
@@ -74,18 +22,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let postgres = LocalPostgres::start(Options::new(dir.path().join("pg")))
+    let (postgres, url) = private_database(&dir.path().join("pg"), "chaos")
         .await
         .unwrap();
-    let mut admin = sqlx::PgConnection::connect(&postgres.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::query("CREATE DATABASE chaos")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let url = postgres.url("chaos");
     let stack = StackServer::start_with(|c| {
         c.database.url = url.clone();
         c.database.max_connections = 10;
@@ -97,9 +36,7 @@ where
         .requests(&stack.user_token("chaos@example.com").await.unwrap())
         .await
         .unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = CancellationToken::new();
-    let load = steady_load(&client, &seen, &stop);
+    let load = SubmitLoad::start(&client, 4, Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let chaos_stop = CancellationToken::new();
@@ -114,15 +51,7 @@ where
     timer.await.unwrap();
     let calm_at = Instant::now();
     let deadline = calm_at + Duration::from_secs(10);
-    loop {
-        if seen
-            .lock()
-            .unwrap()
-            .last_success
-            .is_some_and(|at| at > calm_at)
-        {
-            break;
-        }
+    while !load.succeeded_since(calm_at) {
         assert!(
             Instant::now() < deadline,
             "{name}: no submit succeeded within 10 s after the chaos"
@@ -131,11 +60,7 @@ where
     }
     let back_in = calm_at.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.cancel();
-    for lane in load {
-        lane.await.unwrap();
-    }
-    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+    let seen = load.finish().await.unwrap();
     eprintln!(
         "{name}: {} acknowledged, {} failed, back {back_in:?} after it ended",
         seen.acknowledged.len(),
@@ -153,25 +78,9 @@ where
         );
     }
     let mut client = client;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in &seen.acknowledged {
-        loop {
-            let request = client
-                .get(GetRequest { id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner();
-            if Status::try_from(request.status).unwrap() == Status::Succeeded {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {id} is {:?}",
-                request.status
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_succeed(&mut client, &seen.acknowledged, Duration::from_secs(60))
+        .await
+        .unwrap();
     stack.stop().await.unwrap();
     postgres.stop().await.unwrap();
 }

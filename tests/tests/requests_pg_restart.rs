@@ -4,38 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use appstack_localpg::{LocalPostgres, Options};
-use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest};
 use appstack_tests::stack_server::StackServer;
-use sqlx::Connection as _;
-use tokio_util::sync::CancellationToken;
+use appstack_tests::steady_load::{SubmitLoad, all_succeed, private_database};
 use tonic::Code;
-
-/// What the load saw: acknowledged ids, and each failure's code and duration.
-#[derive(Default)]
-struct Seen {
-    acknowledged: Vec<String>,
-    failures: Vec<(Code, Duration)>,
-    last_success: Option<Instant>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fails_calls_fast_and_loses_no_acknowledged_request() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("pg");
-    let postgres = LocalPostgres::start(Options::new(&data)).await.unwrap();
-    let mut admin = sqlx::PgConnection::connect(&postgres.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::query("CREATE DATABASE restart")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let url = postgres.url("restart");
+    let (postgres, url) = private_database(&data, "restart").await.unwrap();
     let stack = StackServer::start_with(|c| {
         c.database.url = url.clone();
         c.database.acquire_timeout = Duration::from_secs(1);
@@ -47,41 +27,12 @@ async fn a_restart_fails_calls_fast_and_loses_no_acknowledged_request() {
         .await
         .unwrap();
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = CancellationToken::new();
-    let mut load = Vec::new();
-    for lane in 0..4 {
-        let (mut client, seen, stop) = (client.clone(), Arc::clone(&seen), stop.clone());
-        load.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.is_cancelled() {
-                n += 1;
-                let mut request = tonic::Request::new(SubmitRequest {
-                    kind: "echo".into(),
-                    payload: format!(r#"{{"lane":{lane},"n":{n}}}"#),
-                    idempotency_key: String::new(),
-                    mode: Mode::Async as i32,
-                    deadline: None,
-                });
-                request.set_timeout(Duration::from_secs(3));
-                let started = Instant::now();
-                let result = client.submit(request).await;
-                let record = |seen: &mut Seen| match result {
-                    Ok(answer) => {
-                        seen.acknowledged
-                            .push(answer.into_inner().request.unwrap().id);
-                        seen.last_success = Some(Instant::now());
-                    }
-                    Err(status) => seen.failures.push((status.code(), started.elapsed())),
-                };
-                record(&mut seen.lock().unwrap());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    let load = SubmitLoad::start(&client, 4, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = seen.lock().unwrap().acknowledged.len();
-    assert!(before > 0, "no submit succeeded before the restart");
+    assert!(
+        load.acknowledged() > 0,
+        "no submit succeeded before the restart"
+    );
 
     // Down for three seconds.
     postgres.stop().await.unwrap();
@@ -91,15 +42,7 @@ async fn a_restart_fails_calls_fast_and_loses_no_acknowledged_request() {
     let up_at = Instant::now();
     // Service back within seconds.
     let deadline = up_at + Duration::from_secs(15);
-    loop {
-        if seen
-            .lock()
-            .unwrap()
-            .last_success
-            .is_some_and(|at| at > up_at)
-        {
-            break;
-        }
+    while !load.succeeded_since(up_at) {
         assert!(
             Instant::now() < deadline,
             "no submit succeeded within 15 s of the restart"
@@ -108,20 +51,16 @@ async fn a_restart_fails_calls_fast_and_loses_no_acknowledged_request() {
     }
     let recovered_in = up_at.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.cancel();
-    for lane in load {
-        lane.await.unwrap();
-    }
-    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+    let seen = load.finish().await.unwrap();
     assert!(
         !seen.failures.is_empty(),
         "no call failed while the database was down"
     );
-    for (code, took) in &seen.failures {
+    for (code, took, message) in &seen.failures {
         assert_eq!(
             *code,
             Code::Unavailable,
-            "while down: {code:?} after {took:?}"
+            "while down: {code:?} after {took:?}: {message}"
         );
         assert!(
             *took < Duration::from_millis(2500),
@@ -134,23 +73,10 @@ async fn a_restart_fails_calls_fast_and_loses_no_acknowledged_request() {
         seen.failures.len(),
         up_at - down_at
     );
-    // Every acknowledged request is there and ends succeeded.
     let mut client = client;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in &seen.acknowledged {
-        loop {
-            let request = client
-                .get(GetRequest { id: id.clone() })
-                .await
-                .unwrap()
-                .into_inner();
-            if Status::try_from(request.status).unwrap() == Status::Succeeded {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} is {:?}", request.status);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_succeed(&mut client, &seen.acknowledged, Duration::from_secs(60))
+        .await
+        .unwrap();
     stack.stop().await.unwrap();
     postgres.stop().await.unwrap();
 }

@@ -277,13 +277,13 @@ fn lookup<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
     })
 }
 
-/// Leaf keys of a value, map entries named by their placeholder.
+/// Leaf keys of a value, map entries named by their stand-in (`<name>`).
 fn leaves(value: &Value, path: &str, maps: &[(&str, &str)], out: &mut BTreeSet<String>) {
     match value.as_object() {
         Some(object) => {
-            let placeholder = maps.iter().find(|(p, _)| *p == path).map(|(_, name)| *name);
+            let stand_in = maps.iter().find(|(p, _)| *p == path).map(|(_, name)| *name);
             for (key, child) in object {
-                let key = placeholder.unwrap_or(key);
+                let key = stand_in.unwrap_or(key);
                 let child_path = if path.is_empty() {
                     key.to_owned()
                 } else {

@@ -12,8 +12,10 @@ use uuid::Uuid;
 
 use crate::Executor;
 use crate::json::check_result;
-use crate::reply::{CallError, Reply, grpc_code_name};
+use crate::reply::{CallError, ExternalClassifier, Reply, grpc_code_name};
 use crate::transport::Outgoing;
+use appstack_resilience::Attempt;
+use appstack_resilience::classify::{Classification, Classify as _};
 
 /// One request to execute.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +99,7 @@ impl Executor {
                 })
             })
             .await;
+        let budget_spent = executed.stop == Stop::BudgetExhausted;
         let mut execution = judge(executed, self.max_result_bytes, Instant::now());
         if let Outcome::Retryable { reason, .. } = &execution.outcome {
             // The call failed and the breaker is open now — this failure opened it, or it
@@ -106,18 +109,13 @@ impl Executor {
             // request dies of attempts only while its service is up.
             let breaker = service.pipeline.breaker();
             if matches!(breaker.state(), State::Open | State::ForcedOpen) {
-                let now = Instant::now();
-                let probe_in = breaker
-                    .next_probe_at()
-                    .map_or(Duration::from_secs(1), |at| {
-                        at.saturating_duration_since(now)
-                    });
+                let probe_in = probe_in(breaker.next_probe_at(), Instant::now());
                 tracing::debug!(%reason, ?probe_in, "failure during an outage: waiting for the breaker");
                 execution.outcome = Outcome::BreakerOpen { probe_in };
             }
         }
         self.metrics
-            .record(route, &execution, started.elapsed(), execution.calls);
+            .record(route, &execution, started.elapsed(), budget_spent);
         execution
     }
 }
@@ -130,51 +128,46 @@ pub(crate) fn judge(
 ) -> Execution {
     let calls = executed.attempts;
     let budget_out = executed.stop == Stop::BudgetExhausted;
+    // The answer judged as the pipeline judged it: one home for which HTTP statuses are
+    // retryable and for the server's delay (`Retry-After`, `grpc-retry-pushback-ms`).
+    let judged = executed
+        .value
+        .as_ref()
+        .ok()
+        .map(|reply| ExternalClassifier::default().classify(&Attempt::Response(reply)));
+    let server_delay = match judged {
+        Some(Classification::Retryable { pushback }) => pushback,
+        _ => None,
+    };
     let mut execution = match executed.value {
-        Ok(Reply::Http {
-            status,
-            headers,
-            body,
-        }) => {
+        Ok(Reply::Http { status, body, .. }) => {
             if status.is_success() {
                 succeeded(&body, max_result_bytes, calls)
             } else {
-                let retryable = is_retryable_http(status.as_u16());
-                let retry_after = headers
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        appstack_resilience::classify::retry_after(v, std::time::SystemTime::now())
-                    });
+                let retryable = matches!(
+                    judged,
+                    Some(Classification::Retryable { .. } | Classification::StopRetrying)
+                );
                 let reason = format!("http_{}", status.as_u16());
                 let message = body_excerpt(&body, status.canonical_reason().unwrap_or(""));
-                failure(reason, message, retryable, retry_after, calls)
+                failure(reason, message, retryable, server_delay, calls)
             }
         }
         Ok(Reply::Grpc(Ok(result))) => succeeded(result.as_bytes(), max_result_bytes, calls),
         Ok(Reply::Grpc(Err(status))) => {
             let retryable = is_retryable_grpc(status.code());
-            let pushback = status
-                .metadata()
-                .get("grpc-retry-pushback-ms")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_millis);
             let reason = format!("grpc_{}", grpc_code_name(status.code()));
             failure(
                 reason,
                 status.message().to_owned(),
                 retryable,
-                pushback,
+                server_delay,
                 calls,
             )
         }
         Err(ResilienceError::CircuitOpen { next_probe_at, .. }) => Execution {
             outcome: Outcome::BreakerOpen {
-                // Half-open with every probe in flight, or forced open: look again shortly.
-                probe_in: next_probe_at.map_or(Duration::from_secs(1), |at| {
-                    at.saturating_duration_since(now)
-                }),
+                probe_in: probe_in(next_probe_at, now),
             },
             result: None,
             failure: Some(Failure {
@@ -272,13 +265,6 @@ fn failure(
     Execution::failed(outcome, &reason, message, retryable, calls)
 }
 
-/// The same statuses the pipeline retries in-call ([`HttpClassifier`]'s defaults).
-///
-/// [`HttpClassifier`]: appstack_resilience::classify::HttpClassifier
-fn is_retryable_http(status: u16) -> bool {
-    appstack_resilience::classify::HttpClassifier::DEFAULT_RETRYABLE.contains(status)
-}
-
 /// The codes the `Processor` contract calls retryable: UNAVAILABLE, RESOURCE_EXHAUSTED,
 /// DEADLINE_EXCEEDED and ABORTED — the pipeline's in-call defaults plus ABORTED, which a
 /// redelivery (a whole new execution) may retry where an in-call retry must not — and
@@ -294,6 +280,14 @@ fn is_retryable_grpc(code: tonic::Code) -> bool {
             | Code::Unknown
             | Code::Internal
     )
+}
+
+/// How long until the breaker admits a probe; a second when it cannot say (half-open with
+/// every probe in flight, or forced open).
+fn probe_in(next_probe_at: Option<Instant>, now: Instant) -> Duration {
+    next_probe_at.map_or(Duration::from_secs(1), |at| {
+        at.saturating_duration_since(now)
+    })
 }
 
 /// The start of an error body, for the record: enough to recognise, never the whole thing.

@@ -80,7 +80,14 @@ impl ExecutorMetrics {
         self.breakers.register(registry);
     }
 
-    pub(crate) fn record(&self, route: &Route, execution: &Execution, took: Duration, calls: u32) {
+    pub(crate) fn record(
+        &self,
+        route: &Route,
+        execution: &Execution,
+        took: Duration,
+        budget_spent: bool,
+    ) {
+        let calls = execution.calls;
         let service = route.service().to_owned();
         let outcome = match &execution.outcome {
             Outcome::Succeeded => "succeeded",
@@ -102,11 +109,7 @@ impl ExecutorMetrics {
                 .get_or_create(&labels)
                 .observe(took.as_secs_f64());
         }
-        if execution
-            .failure
-            .as_ref()
-            .is_some_and(|f| f.message.ends_with("the retry budget is spent)"))
-        {
+        if budget_spent {
             self.budget_exhausted.get_or_create(&labels).inc();
         }
     }

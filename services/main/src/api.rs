@@ -33,10 +33,6 @@ use crate::watch::EventsHub;
 
 /// The role that sees every caller's requests.
 pub const ADMIN_ROLE: &str = "admin";
-/// Largest List page.
-const MAX_PAGE: u32 = 500;
-/// List page size when none is asked for.
-const DEFAULT_PAGE: u32 = 50;
 
 /// The request API. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -226,17 +222,10 @@ impl RequestApi {
         input: &pb::ListRequest,
     ) -> Result<pb::ListResponse, MainError> {
         let mut bad = Vec::new();
-        let size = match input.page_size {
-            0 => DEFAULT_PAGE,
-            n if n <= MAX_PAGE => n,
-            n => {
-                bad.push((
-                    "page_size",
-                    format!("must be between 1 and {MAX_PAGE}, got {n}"),
-                ));
-                DEFAULT_PAGE
-            }
-        };
+        let size = page_token::page_size(input.page_size).unwrap_or_else(|why| {
+            bad.push(("page_size", why));
+            page_token::DEFAULT_PAGE_SIZE
+        });
         let before = page_token::decode(&input.page_token).unwrap_or_else(|e| {
             bad.push(("page_token", e.to_string()));
             None

@@ -1,9 +1,24 @@
-//! Page tokens of List and ListDeadLetters: opaque to callers, the last id of a page.
+//! Pages of List and ListDeadLetters: their size rule, and tokens opaque to callers (the
+//! last id of a page).
 
 use uuid::Uuid;
 
 /// The version prefix: a later format can be told apart (and an old token refused clearly).
 const PREFIX: &str = "p1.";
+
+/// The largest page a List may ask for.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// The page size when none is asked for (`0`).
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The page size for `asked` (`0`: the default), or why it is refused.
+pub fn page_size(asked: u32) -> Result<u32, String> {
+    match asked {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n <= MAX_PAGE_SIZE => Ok(n),
+        n => Err(format!("must be between 1 and {MAX_PAGE_SIZE}, got {n}")),
+    }
+}
 
 /// A page token that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +63,13 @@ mod tests {
         ] {
             assert_eq!(decode(bad), Err(InvalidPageToken), "{bad}");
         }
+    }
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(MAX_PAGE_SIZE), Ok(MAX_PAGE_SIZE));
+        assert!(page_size(MAX_PAGE_SIZE + 1).is_err());
     }
 
     proptest! {

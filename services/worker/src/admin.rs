@@ -13,10 +13,6 @@ use uuid::Uuid;
 
 /// The role WorkerAdmin requires.
 pub const ADMIN_ROLE: &str = "admin";
-/// Largest page of ListDeadLetters.
-const MAX_PAGE: u32 = 500;
-/// Page size when none is asked for.
-const DEFAULT_PAGE: u32 = 50;
 /// Most ids one Requeue takes.
 const MAX_REQUEUE: usize = 1000;
 
@@ -86,16 +82,8 @@ impl WorkerAdmin for WorkerAdminApi {
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         require_role(&request, ADMIN_ROLE)?;
         let input = request.get_ref();
-        let size = match input.page_size {
-            0 => DEFAULT_PAGE,
-            n if n <= MAX_PAGE => n,
-            n => {
-                return Err(appstack_common::status::invalid_fields([(
-                    "page_size",
-                    format!("must be between 1 and {MAX_PAGE}, got {n}"),
-                )]));
-            }
-        };
+        let size = page_token::page_size(input.page_size)
+            .map_err(|why| appstack_common::status::invalid_fields([("page_size", why)]))?;
         let before = page_token::decode(&input.page_token).map_err(|e| {
             appstack_common::status::invalid_fields([("page_token", e.to_string())])
         })?;
