@@ -424,7 +424,7 @@ async fn a_saturated_pool_is_reported_as_busy() {
         .unwrap();
     // Hold the account's throttle row: logins block on it, each holding a connection.
     let pool = PgPool::connect(&server.database_url).await.unwrap();
-    let mut holder = pool.begin().await.unwrap();
+    let mut holder = appstack_db::begin(&pool).await.unwrap();
     sqlx::query("SELECT 1 FROM auth.login_attempts WHERE email_normalized = $1 FOR UPDATE")
         .bind("busy@example.com")
         .execute(&mut *holder)

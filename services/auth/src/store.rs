@@ -108,7 +108,7 @@ impl Store {
         roles: &[String],
         actor: Option<&str>,
     ) -> Result<Option<UserRow>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let user: Option<UserRow> = sqlx::query_as(
             "INSERT INTO auth.users (id, email, email_normalized, password_hash, roles)
              VALUES ($1, $2, $3, $4, $5)
@@ -181,7 +181,7 @@ impl Store {
             disabled_at: Option<DateTime<Utc>>,
             created_at: Option<DateTime<Utc>>,
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         // Not throttling unknown emails: no row is made (and none returned) for them.
         let row: Option<Attempt> = sqlx::query_as(
             "WITH attempt AS (
@@ -338,7 +338,7 @@ impl Store {
         refresh_ttl: Duration,
         reuse_grace: Duration,
     ) -> Result<RefreshOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let spent: Option<(Uuid, DateTime<Utc>)> = sqlx::query_as(
             "UPDATE auth.refresh_tokens SET spent_at = now()
              WHERE token_hash = $1 AND spent_at IS NULL
@@ -455,7 +455,7 @@ impl Store {
 
     /// Revokes the family of a refresh token; true when one was live.
     pub async fn revoke_family_of(&self, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let revoked: Option<(Uuid, Uuid)> = sqlx::query_as(
             "UPDATE auth.session_families SET revoked_at = now(), revoked_reason = 'logout'
              WHERE id = (SELECT family_id FROM auth.refresh_tokens WHERE token_hash = $1)
@@ -486,7 +486,7 @@ impl Store {
         roles: &[String],
         actor: &str,
     ) -> Result<Option<UserRow>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let before: Option<(Vec<String>,)> =
             sqlx::query_as("SELECT roles FROM auth.users WHERE id = $1 FOR UPDATE")
                 .bind(user_id)
@@ -521,7 +521,7 @@ impl Store {
         user_id: Uuid,
         actor: &str,
     ) -> Result<Option<(UserRow, i64)>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let user: Option<UserRow> = sqlx::query_as(
             "UPDATE auth.users SET disabled_at = coalesce(disabled_at, now()), updated_at = now()
              WHERE id = $1 RETURNING id, email, password_hash, roles, disabled_at, created_at",
@@ -560,7 +560,7 @@ impl Store {
         roles: &[String],
         actor: &str,
     ) -> Result<Option<Uuid>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let id: Option<(Uuid,)> = sqlx::query_as(
             "INSERT INTO auth.service_accounts (id, name, client_id, secret_hash, roles, created_by)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -617,7 +617,7 @@ impl Store {
         id: Uuid,
         actor: &str,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let found = sqlx::query(
             "UPDATE auth.service_accounts SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
         )
@@ -679,7 +679,7 @@ impl Store {
         keys: &[(String, [u8; 32])],
         active: &str,
     ) -> Result<Result<bool, String>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let mut rotated = false;
         for (kid, public_key) in keys {
             let inserted = sqlx::query(

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::admin::ReadinessCheck;
 use appstack_config::DatabaseConfig;
@@ -33,8 +33,10 @@ pub enum DbError {
 /// Creates the pool without connecting: the process starts even while the database is
 /// down, and `/readyz` reports it until it is back.
 ///
-/// A connection taken from the pool is first checked to be outside any transaction (see
-/// [`outside_transaction`]); this replaces sqlx's ping, which costs the same round trip.
+/// No check when a connection is lent (sqlx's default is a ping, one more round trip per
+/// query): sqlx already pings every connection when it comes back, which finds broken
+/// ones, and a connection can only come back inside a transaction through a cancelled
+/// `BEGIN`, which `appstack_db::begin` rules out.
 pub fn connect_lazy(config: &DatabaseConfig, application: &str) -> Result<PgPool, DbError> {
     let statement_timeout = config.statement_timeout.as_millis().to_string();
     let options = PgConnectOptions::from_str(&config.url)
@@ -51,32 +53,7 @@ pub fn connect_lazy(config: &DatabaseConfig, application: &str) -> Result<PgPool
         .min_connections(config.min_connections)
         .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(false)
-        .before_acquire(|conn, _meta| Box::pin(outside_transaction(conn)))
         .connect_lazy_with(options))
-}
-
-/// True when `conn` is not inside a transaction block; a connection that is gets closed by
-/// the pool (closing it rolls the stale transaction back on the server).
-///
-/// sqlx 0.9's `begin` is not cancel-safe on PostgreSQL: a future dropped while `BEGIN` is in
-/// flight returns the connection to the pool inside a transaction that sqlx does not know
-/// of, and the next borrower's statements would run in it (sqlx issue #4393). Handlers run
-/// to completion (`run_to_completion`), so this should never fire; it guards background
-/// work and whatever else drops a future mid-query. PostgreSQL documents that
-/// `statement_timestamp()` equals `transaction_timestamp()` in the first statement of a
-/// transaction, which is every statement outside a transaction block.
-pub async fn outside_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    // The simple protocol: PostgreSQL sets both timestamps from the one Query message of an
-    // implicit transaction. (Through the extended protocol, Bind starts the transaction
-    // and Execute restamps the statement, so they differ even outside a block.)
-    let row = sqlx::raw_sql("SELECT statement_timestamp() = transaction_timestamp()")
-        .fetch_one(conn)
-        .await?;
-    let outside: bool = sqlx::Row::try_get(&row, 0)?;
-    if !outside {
-        tracing::warn!("a pooled connection was left inside a transaction; discarding it");
-    }
-    Ok(outside)
 }
 
 /// Applies every pending migration; a no-op when the schema is current.

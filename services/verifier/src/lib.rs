@@ -21,10 +21,11 @@ mod claims;
 mod identity;
 mod keys;
 mod layer;
+mod verified_tokens;
 mod verifier;
 
 pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 pub use identity::{Identity, PrincipalKind, require_identity, require_role};
 pub use keys::{GrpcJwksSource, KeyCache, KeyCacheConfig, KeySource, StaticKeySource};
 pub use layer::{AuthLayer, AuthMiddleware};
-pub use verifier::{Verifier, VerifierConfig, VerifyError};
+pub use verifier::{DEFAULT_VERIFIED_CACHE_CAPACITY, Verifier, VerifierConfig, VerifyError};

@@ -9,6 +9,7 @@ use serde::Deserialize as _;
 use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 use crate::identity::Identity;
 use crate::keys::KeyCache;
+use crate::verified_tokens::{Verified, VerifiedTokens};
 
 /// Why a token was refused. Every variant maps to UNAUTHENTICATED; the text is safe to show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +62,9 @@ pub struct VerifierConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
+    /// Verified tokens remembered (by SHA-256) until they expire, so a client's next call
+    /// with the same token skips the signature check; 0 checks every call in full.
+    pub verified_cache_capacity: usize,
 }
 
 impl VerifierConfig {
@@ -70,15 +74,22 @@ impl VerifierConfig {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway_seconds: 30,
+            verified_cache_capacity: DEFAULT_VERIFIED_CACHE_CAPACITY,
         }
     }
 }
+
+/// Tokens the verifier remembers by default: one per active client is plenty, and an entry
+/// is a few hundred bytes.
+pub const DEFAULT_VERIFIED_CACHE_CAPACITY: usize = 10_000;
 
 /// Verifies access tokens locally.
 #[derive(Debug)]
 pub struct Verifier {
     validation: Validation,
     keys: KeyCache,
+    verified: VerifiedTokens,
+    leeway_seconds: i64,
 }
 
 impl Verifier {
@@ -92,7 +103,12 @@ impl Verifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = config.leeway_seconds;
-        Self { validation, keys }
+        Self {
+            validation,
+            keys,
+            verified: VerifiedTokens::new(config.verified_cache_capacity),
+            leeway_seconds: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
+        }
     }
 
     /// The key cache (for periodic refresh).
@@ -101,7 +117,38 @@ impl Verifier {
     }
 
     /// Verifies `token` and returns who it identifies.
+    ///
+    /// A token verified before is accepted from memory while it has not expired and the
+    /// key that verified it is still the one published under its `kid`.
     pub async fn verify(&self, token: &str) -> Result<Identity, VerifyError> {
+        let digest = VerifiedTokens::digest(token);
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        if let Some(hit) = self.verified.get(&digest, now)
+            && self
+                .keys
+                .cached(&hit.kid)
+                .is_some_and(|current| Arc::ptr_eq(&current, &hit.key))
+        {
+            return Ok(hit.identity);
+        }
+        let (identity, kid, key) = self.verify_in_full(token).await?;
+        self.verified.insert(
+            digest,
+            Verified {
+                acceptable_until: identity.expires_at.saturating_add(self.leeway_seconds),
+                identity: identity.clone(),
+                kid,
+                key,
+            },
+        );
+        Ok(identity)
+    }
+
+    /// Every check, the signature included; also returns the key that verified it.
+    async fn verify_in_full(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, String, Arc<jsonwebtoken::DecodingKey>), VerifyError> {
         let header = ProtectedHeader::parse(token)?;
         if header.alg != "EdDSA" {
             return Err(VerifyError::Algorithm);
@@ -114,7 +161,8 @@ impl Verifier {
         }
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         let key = self.keys.get(&kid).await?;
-        self.verify_with(token, &key)
+        let identity = self.verify_with(token, &key)?;
+        Ok((identity, kid, key))
     }
 
     /// Verifies with the key already looked up; synchronous (no I/O).
@@ -309,5 +357,63 @@ mod tests {
         for (t, want) in cases {
             assert_eq!(v.verify(&t).await.unwrap_err(), want, "{t}");
         }
+    }
+
+    /// A key source whose published set a test can change.
+    struct SwitchableSource(std::sync::Mutex<Vec<Jwk>>);
+
+    impl crate::keys::KeySource for SwitchableSource {
+        fn fetch(&self) -> futures_util::future::BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
+            let keys = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    fn published_key() -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: X.into(),
+            kid: "k1".into(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_stops_verifying_once_its_key_is_withdrawn() {
+        let source = Arc::new(SwitchableSource(std::sync::Mutex::new(vec![
+            published_key(),
+        ])));
+        let keys = KeyCache::new(
+            Arc::clone(&source) as Arc<dyn crate::keys::KeySource>,
+            KeyCacheConfig::default(),
+        );
+        let v = Verifier::new(VerifierConfig::new("https://iss", "aud"), keys);
+        let t = token(|_| {});
+        // Twice: the second answer comes from memory.
+        assert_eq!(v.verify(&t).await.unwrap().subject, "u1");
+        assert_eq!(v.verify(&t).await.unwrap().subject, "u1");
+        // An emergency revocation: the key leaves the JWKS and the periodic refresh sees it.
+        source.0.lock().unwrap().clear();
+        v.keys().refresh().await.unwrap();
+        assert_eq!(v.verify(&t).await.unwrap_err(), VerifyError::UnknownKey);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_does_not_vouch_for_a_tampered_copy() {
+        let v = verifier();
+        let good = token(|_| {});
+        assert!(v.verify(&good).await.is_ok());
+        // The same header and claims with one character inside the signature changed.
+        let mut tampered = good.clone().into_bytes();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            v.verify(&tampered).await.unwrap_err(),
+            VerifyError::Signature
+        );
+        assert!(v.verify(&good).await.is_ok());
     }
 }

@@ -54,7 +54,7 @@ impl Queue {
         if viewer.owner().is_some_and(|viewer| viewer != owner) {
             return Ok(CancelOutcome::NotFound);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         // Locks in the one order: the key, the job row, the request row.
         if let Some(key) = ordering_key.as_deref() {
             lock_keys(&mut tx, &[key]).await?;

@@ -209,7 +209,7 @@ impl Queue {
             let mut conn = self.pool.acquire().await?;
             return apply(&mut conn, batch).await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         lock_keys(&mut tx, &keys).await?;
         let report = apply(&mut tx, batch).await?;
         tx.commit().await?;

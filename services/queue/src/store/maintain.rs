@@ -55,7 +55,7 @@ impl Queue {
         if candidates.is_empty() {
             return Ok(Rescued::default());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         let keys: Vec<&str> = candidates
             .iter()
             .filter_map(|c| c.ordering_key.as_deref())
@@ -131,7 +131,7 @@ impl Queue {
             .iter()
             .filter_map(|(_, k)| k.as_deref())
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         lock_keys(&mut tx, &keys).await?;
         let freed: Vec<Option<String>> = sqlx::query_scalar(
             "WITH gone AS (
@@ -179,7 +179,7 @@ impl Queue {
         .fetch_all(&self.pool)
         .await?;
         let keys: Vec<&str> = keys.iter().filter_map(|k| k.as_deref()).collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = appstack_db::begin(&self.pool).await?;
         lock_keys(&mut tx, &keys).await?;
         let requeued: Vec<Uuid> = sqlx::query_scalar(
             "WITH req AS (

@@ -25,7 +25,7 @@ pub use cancel::CancelOutcome;
 pub use claim::{ClaimFilter, ClaimedJob, HeartbeatReport};
 pub use complete::{CompleteReport, Completion, CompletionAction, Finish, Reschedule};
 pub use maintain::Rescued;
-pub use notify::{EVENTS_CHANNEL, JOBS_CHANNEL, Notifier};
+pub use notify::{EVENTS_CHANNEL, JOBS_CHANNEL, NOTIFY_SPACING, Notifier};
 pub use read::{DeadLetter, ListFilter, Page, StateCount, Stats};
 pub use submit::{NewRequest, SubmitOutcome};
 

@@ -4,10 +4,11 @@
 //! serialises every notifying commit (and so every submit) behind one another's WAL flush.
 //! Instead each process pokes a [`Notifier`] after its commit; one task per process sends
 //! the `NOTIFY` on its own, and pokes that arrive while one is being sent are coalesced into
-//! the next. Listeners lose nothing by this: the notification only says "look again", and
-//! workers also poll.
+//! the next, sent no sooner than [`NOTIFY_SPACING`] after the last. Listeners lose nothing by
+//! this: the notification only says "look again", and workers also poll.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use tokio::sync::Notify;
@@ -17,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 pub const JOBS_CHANNEL: &str = "appstack_jobs";
 /// Requests changed status (feeds Watch).
 pub const EVENTS_CHANNEL: &str = "appstack_request_events";
+
+/// The least time between two notifications of one process. Under load every submit pokes:
+/// sent back to back, notifications cost as many statements as the submits themselves (and
+/// wake every listener each time); a worker that is busy claims without them, and one that
+/// waits hears within this much.
+pub const NOTIFY_SPACING: Duration = Duration::from_millis(1);
 
 /// Coalescing sender of the queue's notifications. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +56,10 @@ impl Notifier {
                 {
                     // Listeners fall back to polling; nothing is lost.
                     tracing::debug!(%error, channel, "queue notification not sent");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(NOTIFY_SPACING) => {}
                 }
             }
         });

@@ -108,7 +108,7 @@ impl Queue {
             // Under the key's lock, so the head of the key cannot finish between the check for
             // an earlier request and this insert (which would leave this one blocked forever).
             Some(key) => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = appstack_db::begin(&self.pool).await?;
                 lock_keys(&mut tx, &[key]).await?;
                 let row = query.fetch_optional(&mut *tx).await?;
                 tx.commit().await?;

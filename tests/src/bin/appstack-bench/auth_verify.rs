@@ -24,6 +24,8 @@ const AUDIENCE: &str = "appstack-bench";
 struct VerifyFixture {
     token: String,
     verifier: Arc<Verifier>,
+    /// The same, remembering verified tokens (the services' default).
+    remembering: Verifier,
     public_key: [u8; 32],
     /// `header.payload`, the bytes the signature covers.
     signing_input: Vec<u8>,
@@ -52,11 +54,19 @@ impl VerifyFixture {
         };
         let token =
             sign_access_token(key, ISSUER, AUDIENCE, Duration::from_secs(3600), &subject)?.token;
-        let keys = KeyCache::new(
-            Arc::new(StaticKeySource::new(vec![jwk])),
-            KeyCacheConfig::default(),
-        );
-        let verifier = Arc::new(Verifier::new(VerifierConfig::new(ISSUER, AUDIENCE), keys));
+        let keys = || {
+            KeyCache::new(
+                Arc::new(StaticKeySource::new(vec![jwk.clone()])),
+                KeyCacheConfig::default(),
+            )
+        };
+        // The full check on every call: what this benchmark's goal is about.
+        let full = VerifierConfig {
+            verified_cache_capacity: 0,
+            ..VerifierConfig::new(ISSUER, AUDIENCE)
+        };
+        let verifier = Arc::new(Verifier::new(full, keys()));
+        let remembering = Verifier::new(VerifierConfig::new(ISSUER, AUDIENCE), keys());
 
         let (signing_input, encoded_signature) = token
             .rsplit_once('.')
@@ -69,6 +79,7 @@ impl VerifyFixture {
             signing_input: signing_input.as_bytes().to_vec(),
             token,
             verifier,
+            remembering,
             public_key: key.public_key,
             signature,
         })
@@ -195,6 +206,14 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
         Ok(())
     })?;
 
+    // A client's second and later calls with the same token: answered from memory.
+    let runtime = current_thread_runtime()?;
+    let remembered = runtime.block_on(async {
+        verify_loop(&fixture.remembering, &fixture.token, warmup, None).await?;
+        verify_loop(&fixture.remembering, &fixture.token, seconds, None).await
+    })?;
+    drop(runtime);
+
     let per_core = single.per_sec();
     report.real(
         "verifications_per_sec_per_core",
@@ -222,6 +241,18 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
         raw_with_key_decode.per_sec(),
         1,
         "verifications/s",
+    )?;
+    report.real(
+        "remembered_verifications_per_sec_per_core",
+        remembered.per_sec(),
+        1,
+        "verifications/s",
+    )?;
+    report.real(
+        "remembered_to_full_ratio",
+        remembered.per_sec() / per_core,
+        1,
+        "ratio",
     )?;
     report.real(
         "verifier_to_raw_ratio",
