@@ -9,7 +9,7 @@ use appstack_queue::JobState;
 use appstack_queue::decide::{Backoff, RetryPolicy};
 use appstack_queue::store::{
     CancelOutcome, ClaimFilter, ClaimedJob, Completion, CompletionAction, Failure, Finish,
-    ListFilter, NewRequest, Queue, Reschedule, SubmitOutcome, Viewer,
+    ListFilter, NewRequest, Queue, Reschedule, SubmitBatcher, SubmitOutcome, Viewer,
 };
 use appstack_tests::pg;
 use chrono::Utc;
@@ -232,6 +232,104 @@ async fn concurrent_duplicates_with_one_key_make_one_request() {
         queue.submit_async(&carol).await.unwrap(),
         SubmitOutcome::Created(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_submits_each_get_their_own_request_job_and_event() {
+    let queue = queue().await;
+    let batcher = SubmitBatcher::spawn(queue.clone());
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move {
+            // Spelt as JSONB prints it back.
+            let payload = format!(r#"{{"n": {i}}}"#);
+            let record = created(batcher.submit_async(&new("bob", &payload)).await.unwrap());
+            assert_eq!(record.payload, payload);
+            assert_eq!(record.status, JobState::Queued);
+            record.id
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap());
+    }
+    assert_eq!(ids.len(), 300);
+    assert_eq!(job_rows(&queue).await, 300);
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests.events WHERE sequence = 1 AND to_status = 'queued'",
+    )
+    .fetch_one(queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(events, 300);
+    // Grouped: fewer statements than submits (PostgreSQL counts the commits).
+    let batches: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text::bigint) FROM requests.requests")
+            .fetch_one(queue.pool())
+            .await
+            .unwrap();
+    assert!(batches < 300, "{batches} transactions for 300 submits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_duplicates_with_one_key_make_one_request() {
+    let queue = queue().await;
+    let batcher = SubmitBatcher::spawn(queue.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move {
+            let request = NewRequest {
+                idempotency_key: Some("key-1"),
+                ..new("bob", r#"{"n":1}"#)
+            };
+            batcher.submit_async(&request).await.unwrap()
+        }));
+    }
+    let (mut created_count, mut ids) = (0, std::collections::HashSet::new());
+    for task in tasks {
+        match task.await.unwrap() {
+            SubmitOutcome::Created(r) => {
+                created_count += 1;
+                ids.insert(r.id);
+            }
+            SubmitOutcome::Replayed(r) => {
+                ids.insert(r.id);
+            }
+            SubmitOutcome::KeyReused(_) => panic!("same payload reported as different"),
+        }
+    }
+    assert_eq!((created_count, ids.len()), (1, 1));
+    assert_eq!(job_rows(&queue).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_fails_alone_in_its_group() {
+    let queue = queue().await;
+    let batcher = SubmitBatcher::spawn(queue.clone());
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let batcher = batcher.clone();
+        tasks.push(tokio::spawn(async move {
+            // PostgreSQL's text cannot hold NUL: the whole statement fails on this row.
+            let owner = if i % 20 == 7 {
+                "bad\0owner".to_owned()
+            } else {
+                "bob".to_owned()
+            };
+            let outcome = batcher.submit_async(&new(&owner, r#"{"n":1}"#)).await;
+            (owner.contains('\0'), outcome.is_ok())
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    for (bad, ok) in &answers {
+        assert_eq!(*ok, !*bad, "a bad row must fail and only it");
+    }
+    assert_eq!(job_rows(&queue).await, 57);
 }
 
 #[tokio::test]

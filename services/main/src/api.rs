@@ -13,7 +13,7 @@ use appstack_proto::main::v1::request_service_server::RequestService;
 use appstack_queue::page_token;
 use appstack_queue::store::{
     CancelOutcome, Completion, ListFilter, Mode, NewRequest, Notifier, Queue, StoreError,
-    SubmitOutcome, Viewer,
+    SubmitBatcher, SubmitOutcome, Viewer,
 };
 use appstack_verifier::{Identity, require_identity};
 use appstack_worker::{deadline_instant, sync_completion_action};
@@ -44,6 +44,7 @@ pub struct RequestApi {
 struct Inner {
     holder: String,
     queue: Queue,
+    submits: SubmitBatcher,
     executor: Executor,
     notifier: Notifier,
     limits: RequestsConfig,
@@ -59,6 +60,8 @@ struct Inner {
 pub(crate) struct Parts {
     pub(crate) holder: String,
     pub(crate) queue: Queue,
+    /// ASYNC submits, grouped under load.
+    pub(crate) submits: SubmitBatcher,
     pub(crate) executor: Executor,
     pub(crate) notifier: Notifier,
     pub(crate) limits: RequestsConfig,
@@ -75,6 +78,7 @@ impl RequestApi {
             inner: Arc::new(Inner {
                 holder: parts.holder,
                 queue: parts.queue,
+                submits: parts.submits,
                 executor: parts.executor,
                 notifier: parts.notifier,
                 limits: parts.limits,
@@ -138,7 +142,7 @@ impl RequestApi {
             deadline: checked.deadline,
         };
         match checked.mode {
-            Mode::Async => match inner.queue.submit_async(&new).await? {
+            Mode::Async => match inner.submits.submit_async(&new).await? {
                 SubmitOutcome::Created(record) => {
                     inner.notifier.jobs_ready();
                     Ok(submitted(record, false))

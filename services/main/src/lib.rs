@@ -21,7 +21,7 @@ use std::time::Duration;
 use appstack_config::StackConfig;
 use appstack_executor::Executor;
 use appstack_proto::main::v1::request_service_server::RequestServiceServer;
-use appstack_queue::store::{Notifier, Queue};
+use appstack_queue::store::{Notifier, Queue, SubmitBatcher};
 use tokio_util::sync::CancellationToken;
 
 pub use api::{ADMIN_ROLE, RequestApi};
@@ -66,6 +66,7 @@ impl Main {
         let hub = EventsHub::spawn(&queue, MAX_WATCH_STREAMS, shutdown.clone());
         let api = RequestApi::new(Parts {
             holder: holder.into(),
+            submits: SubmitBatcher::spawn(queue.clone()),
             queue,
             executor,
             notifier,

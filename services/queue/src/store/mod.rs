@@ -16,6 +16,7 @@ mod notify;
 mod ordering;
 mod read;
 mod submit;
+mod submit_batch;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
@@ -28,6 +29,7 @@ pub use maintain::Rescued;
 pub use notify::{EVENTS_CHANNEL, JOBS_CHANNEL, NOTIFY_SPACING, Notifier};
 pub use read::{DeadLetter, ListFilter, Page, StateCount, Stats};
 pub use submit::{NewRequest, SubmitOutcome};
+pub use submit_batch::{MAX_SUBMIT_BATCH, SUBMIT_BATCHES_IN_FLIGHT, SubmitBatcher};
 
 use crate::state::JobState;
 

@@ -90,12 +90,23 @@ const INSERT_SYNC: &str = concat!(
 
 impl Queue {
     /// Stores an ASYNC request and queues it, or finds the request its idempotency key
-    /// already names.
+    /// already names. One submit, one statement; see
+    /// [`SubmitBatcher`](super::SubmitBatcher) for submits grouped under load.
     pub async fn submit_async(
         &self,
         new: &NewRequest<'_>,
     ) -> Result<SubmitOutcome<RequestRecord>, StoreError> {
-        let id = Uuid::now_v7();
+        self.insert_async(Uuid::now_v7(), new).await
+    }
+
+    /// [`Queue::submit_async`] with the id chosen by the caller. Storing an id already
+    /// stored answers that row as created: it is what a batch that failed after its commit
+    /// left behind (see [`SubmitBatcher`](super::SubmitBatcher)).
+    pub(super) async fn insert_async(
+        &self,
+        id: Uuid,
+        new: &NewRequest<'_>,
+    ) -> Result<SubmitOutcome<RequestRecord>, StoreError> {
         let query = sqlx::query_as::<_, RequestRow>(INSERT_ASYNC)
             .bind(id)
             .bind(new.owner)
@@ -110,15 +121,40 @@ impl Queue {
             Some(key) => {
                 let mut tx = appstack_db::begin(&self.pool).await?;
                 lock_keys(&mut tx, &[key]).await?;
-                let row = query.fetch_optional(&mut *tx).await?;
-                tx.commit().await?;
-                row
+                let row = query.fetch_optional(&mut *tx).await;
+                match row {
+                    Ok(row) => tx.commit().await.map(|()| row),
+                    Err(error) => Err(error),
+                }
             }
-            None => query.fetch_optional(&self.pool).await?,
+            None => query.fetch_optional(&self.pool).await,
         };
         match inserted {
-            Some(row) => Ok(SubmitOutcome::Created(row.try_into()?)),
-            None => self.existing(new).await,
+            Ok(Some(row)) => Ok(SubmitOutcome::Created(row.try_into()?)),
+            Ok(None) => self.existing(new).await,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("requests_pkey") => {
+                self.stored(id).await.map(SubmitOutcome::Created)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The request stored under `id`, whoever owns it.
+    async fn stored(&self, id: Uuid) -> Result<RequestRecord, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests.requests WHERE id = $1"
+        );
+        let row: Option<RequestRow> = sqlx::query_as(SQL)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => row.try_into(),
+            None => Err(StoreError::Corrupt(format!(
+                "request {id} conflicted on its id but is not stored"
+            ))),
         }
     }
 
@@ -167,7 +203,10 @@ impl Queue {
     }
 
     /// The request an idempotency key already names, compared with the new submit.
-    async fn existing<T>(&self, new: &NewRequest<'_>) -> Result<SubmitOutcome<T>, StoreError> {
+    pub(super) async fn existing<T>(
+        &self,
+        new: &NewRequest<'_>,
+    ) -> Result<SubmitOutcome<T>, StoreError> {
         let Some(key) = new.idempotency_key else {
             // Only the idempotency index can make the insert a no-op.
             return Err(StoreError::Corrupt(

@@ -1,0 +1,236 @@
+//! Group submit: ASYNC submits that arrive together are stored by one statement.
+//!
+//! Alone, every submit costs PostgreSQL a statement, a commit and a WAL write. Submits that
+//! arrive while earlier ones are being stored wait for the next statement instead, which
+//! stores all of them (up to [`MAX_SUBMIT_BATCH`]) with the same three inserts over arrays.
+//! There is no timer: a lone submit goes at once, and batches grow only as load does. Up to
+//! [`SUBMIT_BATCHES_IN_FLIGHT`] statements run at a time, one per core of a small server.
+//!
+//! Each caller still gets its own answer. A batch that fails before reaching the database
+//! (no connection in time, pool closed) fails each of its submits the same way; any other
+//! failure — one row's data, a connection lost mid-statement — sends every row through the
+//! single-row path again with the same id, so one bad row fails alone, and a row the failed
+//! batch did commit is found by its id (a primary-key conflict) and answered as created.
+//! Submits with an ordering key never batch: they take the key's lock (see
+//! [`Queue::submit_async`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::submit::{NewRequest, SubmitOutcome};
+use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
+
+/// The most submits one statement stores.
+pub const MAX_SUBMIT_BATCH: usize = 64;
+/// Batches stored at the same time.
+pub const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
+/// Submits waiting for a batch before callers wait to hand theirs over.
+const WAITING_SUBMITS: usize = 1024;
+
+const INSERT_MANY: &str = concat!(
+    "WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::timestamptz[])
+            AS t(id, owner, kind, payload, idempotency_key, deadline)
+    ), ins AS (
+        INSERT INTO requests.requests
+            (id, owner, kind, mode, status, payload, idempotency_key, deadline,
+             last_sequence, created_at, updated_at)
+        SELECT id, owner, kind, 'async', 'queued', payload::jsonb, idempotency_key, deadline,
+               1, now(), now()
+        FROM input
+        ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING *
+    ), job AS (
+        INSERT INTO requests.jobs (request_id, kind, mode, state, run_at, deadline)
+        SELECT id, kind, 'async', 'queued', created_at, deadline FROM ins
+    ), event AS (
+        INSERT INTO requests.events (request_id, sequence, from_status, to_status, at)
+        SELECT id, 1, NULL, 'queued', created_at FROM ins
+    )
+    SELECT ",
+    request_columns!(),
+    " FROM ins"
+);
+
+/// Stores ASYNC submits in groups; cheap to clone. Its task ends when the last clone is
+/// dropped, after storing what was handed to it.
+#[derive(Clone, Debug)]
+pub struct SubmitBatcher {
+    queue: Queue,
+    waiting: mpsc::Sender<Waiting>,
+}
+
+/// A submit handed to the batcher, with where its answer goes.
+#[derive(Debug)]
+struct Waiting {
+    id: Uuid,
+    request: OwnedRequest,
+    answer: oneshot::Sender<Result<SubmitOutcome<RequestRecord>, StoreError>>,
+}
+
+/// [`NewRequest`] with owned fields, to cross into the batcher's task.
+#[derive(Clone, Debug)]
+struct OwnedRequest {
+    owner: String,
+    kind: String,
+    payload: String,
+    idempotency_key: Option<String>,
+    deadline: Option<DateTime<Utc>>,
+}
+
+impl OwnedRequest {
+    fn borrowed(&self) -> NewRequest<'_> {
+        NewRequest {
+            owner: &self.owner,
+            kind: &self.kind,
+            payload: &self.payload,
+            idempotency_key: self.idempotency_key.as_deref(),
+            ordering_key: None,
+            deadline: self.deadline,
+        }
+    }
+}
+
+impl SubmitBatcher {
+    /// Starts the batching task over `queue`.
+    pub fn spawn(queue: Queue) -> Self {
+        let (waiting, received) = mpsc::channel(WAITING_SUBMITS);
+        tokio::spawn(run(queue.clone(), received));
+        Self { queue, waiting }
+    }
+
+    /// Stores an ASYNC request and queues it, or finds the request its idempotency key
+    /// already names: [`Queue::submit_async`], grouped with concurrent submits.
+    pub async fn submit_async(
+        &self,
+        new: &NewRequest<'_>,
+    ) -> Result<SubmitOutcome<RequestRecord>, StoreError> {
+        if new.ordering_key.is_some() {
+            return self.queue.submit_async(new).await;
+        }
+        let (answer, answered) = oneshot::channel();
+        let waiting = Waiting {
+            id: Uuid::now_v7(),
+            request: OwnedRequest {
+                owner: new.owner.to_owned(),
+                kind: new.kind.to_owned(),
+                payload: new.payload.to_owned(),
+                idempotency_key: new.idempotency_key.map(str::to_owned),
+                deadline: new.deadline,
+            },
+            answer,
+        };
+        if self.waiting.send(waiting).await.is_err() {
+            return Err(StoreError::Db(sqlx::Error::PoolClosed));
+        }
+        // The task answers every submit it receives; no answer means it panicked.
+        answered
+            .await
+            .unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed)))
+    }
+}
+
+/// Takes what is waiting whenever a batch slot is free, until every sender is gone.
+async fn run(queue: Queue, mut received: mpsc::Receiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(SUBMIT_BATCHES_IN_FLIGHT));
+    loop {
+        // A slot first: while every slot is busy, submits pile up for the next batch.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = received.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_SUBMIT_BATCH {
+            match received.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue.store_batch(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+impl Queue {
+    /// Stores `batch` and answers each of its submits.
+    async fn store_batch(&self, batch: Vec<Waiting>) {
+        match self.insert_many(&batch).await {
+            Ok(mut inserted) => {
+                join_all(batch.into_iter().map(|waiting| {
+                    let row = inserted.remove(&waiting.id);
+                    async move {
+                        let outcome = match row {
+                            Some(row) => row.try_into().map(SubmitOutcome::Created),
+                            None => self.existing(&waiting.request.borrowed()).await,
+                        };
+                        let _ = waiting.answer.send(outcome);
+                    }
+                }))
+                .await;
+            }
+            Err(error) if !reached_the_database(&error) => {
+                for waiting in batch {
+                    let same = match &error {
+                        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+                        _ => sqlx::Error::PoolClosed,
+                    };
+                    let _ = waiting.answer.send(Err(StoreError::Db(same)));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, submits = batch.len(), "a submit batch failed; storing its rows one by one");
+                join_all(batch.into_iter().map(|waiting| async move {
+                    let outcome = self
+                        .insert_async(waiting.id, &waiting.request.borrowed())
+                        .await;
+                    let _ = waiting.answer.send(outcome);
+                }))
+                .await;
+            }
+        }
+    }
+
+    /// One statement for the whole batch; the stored rows by id (a row whose idempotency key
+    /// was taken is missing).
+    async fn insert_many(
+        &self,
+        batch: &[Waiting],
+    ) -> Result<HashMap<Uuid, RequestRow>, sqlx::Error> {
+        let ids: Vec<Uuid> = batch.iter().map(|w| w.id).collect();
+        let owners: Vec<&str> = batch.iter().map(|w| w.request.owner.as_str()).collect();
+        let kinds: Vec<&str> = batch.iter().map(|w| w.request.kind.as_str()).collect();
+        let payloads: Vec<&str> = batch.iter().map(|w| w.request.payload.as_str()).collect();
+        let keys: Vec<Option<&str>> = batch
+            .iter()
+            .map(|w| w.request.idempotency_key.as_deref())
+            .collect();
+        let deadlines: Vec<Option<DateTime<Utc>>> =
+            batch.iter().map(|w| w.request.deadline).collect();
+        let rows: Vec<RequestRow> = sqlx::query_as(INSERT_MANY)
+            .bind(ids)
+            .bind(owners)
+            .bind(kinds)
+            .bind(payloads)
+            .bind(keys)
+            .bind(deadlines)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+    }
+}
+
+/// False for the failures that happen before any statement is sent.
+fn reached_the_database(error: &sqlx::Error) -> bool {
+    !matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
