@@ -51,21 +51,26 @@ pub struct HeartbeatReport {
 }
 
 // One statement: pick ready jobs (skipping those another worker is locking), mark them
-// running under a lease, mark their requests running and append the events.
-const CLAIM: &str = "
+// running under a lease, mark their requests running and append the events. Written once,
+// with or without the exclusion of kinds.
+macro_rules! claim_sql {
+    ($exclusion:literal) => {
+        concat!(
+            "
 WITH picked AS (
     SELECT request_id, state AS from_state FROM requests.jobs
     WHERE state <> 'running' AND NOT blocked AND run_at <= now()
       AND (deadline IS NULL OR deadline > now())
-      AND (cardinality($3::text[]) = 0 OR kind = ANY($3::text[]))
-      AND NOT (kind = ANY($4::text[]))
+      AND (cardinality($3::text[]) = 0 OR kind = ANY($3::text[]))",
+            $exclusion,
+            "
     ORDER BY run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE requests.jobs j
     SET state = 'running', attempts = j.attempts + 1, claims = j.claims + 1, claimed_by = $2,
-        lease_until = now() + $5::bigint * interval '1 microsecond'
+        lease_until = now() + $4::bigint * interval '1 microsecond'
     FROM picked p WHERE j.request_id = p.request_id
     RETURNING j.request_id, j.attempts, j.claims, j.ordering_key, p.from_state
 ), req AS (
@@ -79,7 +84,24 @@ WITH picked AS (
     INSERT INTO requests.events (request_id, sequence, from_status, to_status, attempt, at)
     SELECT id, last_sequence, from_state, 'running', attempts, now() FROM req
 )
-SELECT id, kind, payload, deadline, created_at, attempts, claims, ordering_key FROM req";
+SELECT id, kind, payload, deadline, created_at, attempts, claims, ordering_key FROM req"
+        )
+    };
+}
+
+/// Every kind the filter allows. Prepared once per connection: its generic plan walks
+/// `jobs_claimable` in `run_at` order and stops after `$1` rows.
+const CLAIM: &str = claim_sql!("");
+
+/// The same without some kinds. Never prepared: with the excluded kinds unknown, the
+/// planner rates `NOT (kind = ANY($5))` as removing nearly every row (with one kind in the
+/// statistics, all of them) and picks a scan and sort of every ready job — measured 14.6 ms
+/// per claim of 64 out of 20,000 ready jobs, against 0.3 ms. Planned with its values, the
+/// index is used; this shape is rare (only while a kind's service refuses calls).
+const CLAIM_EXCLUDING: &str = claim_sql!(
+    "
+      AND NOT (kind = ANY($5::text[]))"
+);
 
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
@@ -106,14 +128,18 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
+        let excluding = !filter.excluded_kinds.is_empty();
+        let query = sqlx::query_as(if excluding { CLAIM_EXCLUDING } else { CLAIM })
             .bind(i64::from(limit))
             .bind(worker)
             .bind(&filter.kinds)
-            .bind(&filter.excluded_kinds)
-            .bind(micros(lease))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(micros(lease));
+        let query = if excluding {
+            query.bind(&filter.excluded_kinds).persistent(false)
+        } else {
+            query
+        };
+        let rows: Vec<ClaimRow> = query.fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|row| ClaimedJob {

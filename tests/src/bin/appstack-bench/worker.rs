@@ -1,7 +1,8 @@
 //! `worker`: the burn-down of 20,000 queued requests through the real worker (in-process,
 //! the `all` role's builders), each one an HTTP call to the simulator at zero latency:
-//! `burn_down_per_sec`. The requests are inserted by SQL before the stack starts, so only
-//! claiming, calling and recording are measured.
+//! `burn_down_per_sec`, from the first claim to the last outcome as the database stamped
+//! them (and, beside it, with the stack's start-up counted). The requests are inserted by
+//! SQL before the stack starts, so only claiming, calling and recording are measured.
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,9 @@ async fn measure() -> anyhow::Result<()> {
             Instant::now() < deadline,
             "{left} requests still queued after 10 minutes"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Coarse: the figure comes from the database's stamps, and a count of a table being
+        // emptied is not free.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
     let succeeded: i64 =
@@ -56,8 +59,22 @@ async fn measure() -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
     let calls = stack.simulator.calls().stats().calls;
+    // The worker's own time: from the first claim to the last outcome recorded, as the
+    // database stamped them (the stack's start-up is not burn-down).
+    let working: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (SELECT max(finished_at) FROM requests.requests)
+                                 - (SELECT min(at) FROM requests.events WHERE to_status = 'running'))::float8",
+    )
+    .fetch_one(&pool)
+    .await?;
     report.real(
         "burn_down_per_sec",
+        REQUESTS as f64 / working,
+        0,
+        "requests/s",
+    )?;
+    report.real(
+        "burn_down_with_start_up_per_sec",
         REQUESTS as f64 / elapsed.as_secs_f64(),
         0,
         "requests/s",
