@@ -5,7 +5,9 @@
 //!   request row, its event and its job in one statement): `submit_to_pgbench_ratio`
 //!   (goal ≥ 0.7).
 //! - `get`: Gets of random existing requests per second vs `pgbench -S` (its built-in
-//!   select-only transaction): `get_to_pgbench_ratio` (goal ≥ 0.5).
+//!   select-only transaction): `get_to_pgbench_ratio` (goal ≥ 0.5). Beside it, the same
+//!   server's ceiling for a call with no token and no statement (the health check), so the
+//!   share of the transport is seen: `noop_grpc_calls_per_sec`.
 //!
 //! Only auth and main run (no worker competing for the cores); the PostgreSQL is the test
 //! support's private one.
@@ -18,7 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use appstack_proto::main::v1::{GetRequest, Mode, SubmitRequest};
 use appstack_server::{auth_service, request_services};
-use appstack_tests::stack_server::{Requests, StackServer};
+use appstack_tests::stack_server::StackServer;
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::measure::Report;
 
@@ -82,8 +87,26 @@ async fn measure(seconds: Duration, get: bool) -> anyhow::Result<()> {
             }
         })
         .await?;
+        // The ceiling of the transport here: the same server, channels and callers, for a
+        // call with neither a token nor a statement (the health check).
+        let mut health = Vec::new();
+        for _ in 0..CHANNELS {
+            health.push(HealthClient::new(stack.channel().await?));
+        }
+        let noop = phase(&health, seconds, |mut client, _| async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(drop)
+        })
+        .await?;
         pgbench_init(&url).await?;
         let baseline = pgbench(&url, seconds, &["-S"], None).await?;
+        report.real("noop_grpc_calls_per_sec", noop, 0, "calls/s")?;
+        report.real("get_to_noop_grpc_ratio", grpc / noop, 3, "ratio")?;
+        report.real("noop_grpc_to_pgbench_ratio", noop / baseline, 3, "ratio")?;
         report.real("gets_per_sec", grpc, 0, "calls/s")?;
         report.real("pgbench_select_tps", baseline, 0, "tx/s")?;
         report.real("get_to_pgbench_ratio", grpc / baseline, 3, "ratio")?;
@@ -117,9 +140,10 @@ fn async_submit(n: usize) -> SubmitRequest {
 
 /// Runs `call` from [`CLIENTS`] callers for `seconds`; calls per second (any error ends
 /// the run: a benchmark of failures measures nothing).
-async fn phase<F, Fut>(clients: &[Requests], seconds: Duration, call: F) -> anyhow::Result<f64>
+async fn phase<C, F, Fut>(clients: &[C], seconds: Duration, call: F) -> anyhow::Result<f64>
 where
-    F: Fn(Requests, usize) -> Fut + Clone + Send + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     let done = Arc::new(AtomicU64::new(0));
