@@ -9,7 +9,7 @@ use appstack_queue::JobState;
 use appstack_queue::decide::{Backoff, RetryPolicy};
 use appstack_queue::store::{
     CancelOutcome, ClaimFilter, ClaimedJob, Completion, CompletionAction, Failure, Finish,
-    ListFilter, NewRequest, Queue, Reschedule, SubmitBatcher, SubmitOutcome, Viewer,
+    GetBatcher, ListFilter, NewRequest, Queue, Reschedule, SubmitBatcher, SubmitOutcome, Viewer,
 };
 use appstack_tests::pg;
 use chrono::Utc;
@@ -330,6 +330,56 @@ async fn a_row_the_database_refuses_fails_alone_in_its_group() {
         assert_eq!(*ok, !*bad, "a bad row must fail and only it");
     }
     assert_eq!(job_rows(&queue).await, 57);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_gets_show_each_caller_only_their_own_requests() {
+    let queue = queue().await;
+    let bob = created(queue.submit_async(&new("bob", r#"{"n":1}"#)).await.unwrap());
+    let ann = created(queue.submit_async(&new("ann", r#"{"n":2}"#)).await.unwrap());
+    let gets = GetBatcher::spawn(queue.clone());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let gets = gets.clone();
+        let (bob, ann) = (bob.id, ann.id);
+        tasks.push(tokio::spawn(async move {
+            let id = if i % 2 == 0 { bob } else { ann };
+            let missing = Uuid::now_v7();
+            let as_bob = gets.get(id, Viewer::Owner("bob")).await.unwrap();
+            let as_admin = gets.get(id, Viewer::Admin).await.unwrap();
+            let unknown = gets.get(missing, Viewer::Admin).await.unwrap();
+            (
+                id == bob,
+                as_bob.map(|r| r.id),
+                as_admin.map(|r| r.id),
+                unknown,
+            )
+        }));
+    }
+    for task in tasks {
+        let (is_bobs, as_bob, as_admin, unknown) = task.await.unwrap();
+        let id = if is_bobs { bob.id } else { ann.id };
+        assert_eq!(
+            as_bob,
+            is_bobs.then_some(id),
+            "bob sees his own and only his"
+        );
+        assert_eq!(as_admin, Some(id), "an admin sees every request");
+        assert!(unknown.is_none());
+    }
+    let record = gets
+        .get(bob.id, Viewer::Owner("bob"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record,
+        queue
+            .get(bob.id, Viewer::Owner("bob"))
+            .await
+            .unwrap()
+            .unwrap()
+    );
 }
 
 #[tokio::test]

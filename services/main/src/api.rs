@@ -12,8 +12,8 @@ use appstack_proto::main::v1 as pb;
 use appstack_proto::main::v1::request_service_server::RequestService;
 use appstack_queue::page_token;
 use appstack_queue::store::{
-    CancelOutcome, Completion, ListFilter, Mode, NewRequest, Notifier, Queue, StoreError,
-    SubmitBatcher, SubmitOutcome, Viewer,
+    CancelOutcome, Completion, GetBatcher, ListFilter, Mode, NewRequest, Notifier, Queue,
+    StoreError, SubmitBatcher, SubmitOutcome, Viewer,
 };
 use appstack_verifier::{Identity, require_identity};
 use appstack_worker::{deadline_instant, sync_completion_action};
@@ -45,6 +45,7 @@ struct Inner {
     holder: String,
     queue: Queue,
     submits: SubmitBatcher,
+    gets: GetBatcher,
     executor: Executor,
     notifier: Notifier,
     limits: RequestsConfig,
@@ -62,6 +63,8 @@ pub(crate) struct Parts {
     pub(crate) queue: Queue,
     /// ASYNC submits, grouped under load.
     pub(crate) submits: SubmitBatcher,
+    /// Gets, grouped under load.
+    pub(crate) gets: GetBatcher,
     pub(crate) executor: Executor,
     pub(crate) notifier: Notifier,
     pub(crate) limits: RequestsConfig,
@@ -79,6 +82,7 @@ impl RequestApi {
                 holder: parts.holder,
                 queue: parts.queue,
                 submits: parts.submits,
+                gets: parts.gets,
                 executor: parts.executor,
                 notifier: parts.notifier,
                 limits: parts.limits,
@@ -213,7 +217,7 @@ impl RequestApi {
         let id = parse_id(id)?;
         let record = self
             .inner
-            .queue
+            .gets
             .get(id, viewer(caller))
             .await?
             .ok_or(MainError::NotFound)?;

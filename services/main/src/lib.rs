@@ -21,7 +21,7 @@ use std::time::Duration;
 use appstack_config::StackConfig;
 use appstack_executor::Executor;
 use appstack_proto::main::v1::request_service_server::RequestServiceServer;
-use appstack_queue::store::{Notifier, Queue, SubmitBatcher};
+use appstack_queue::store::{GetBatcher, Notifier, Queue, SubmitBatcher};
 use tokio_util::sync::CancellationToken;
 
 pub use api::{ADMIN_ROLE, RequestApi};
@@ -67,6 +67,7 @@ impl Main {
         let api = RequestApi::new(Parts {
             holder: holder.into(),
             submits: SubmitBatcher::spawn(queue.clone()),
+            gets: GetBatcher::spawn(queue.clone()),
             queue,
             executor,
             notifier,

@@ -11,6 +11,8 @@
 mod cancel;
 mod claim;
 mod complete;
+mod get_batch;
+mod groups;
 mod maintain;
 mod notify;
 mod ordering;
@@ -25,6 +27,7 @@ use uuid::Uuid;
 pub use cancel::CancelOutcome;
 pub use claim::{ClaimFilter, ClaimedJob, HeartbeatReport};
 pub use complete::{CompleteReport, Completion, CompletionAction, Finish, Reschedule};
+pub use get_batch::{GET_BATCHES_IN_FLIGHT, GetBatcher, MAX_GET_BATCH};
 pub use maintain::Rescued;
 pub use notify::{EVENTS_CHANNEL, JOBS_CHANNEL, NOTIFY_SPACING, Notifier};
 pub use read::{DeadLetter, ListFilter, Page, StateCount, Stats};

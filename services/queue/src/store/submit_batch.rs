@@ -2,8 +2,8 @@
 //!
 //! Alone, every submit costs PostgreSQL a statement, a commit and a WAL write. Submits that
 //! arrive while earlier ones are being stored wait for the next statement instead, which
-//! stores all of them (up to [`MAX_SUBMIT_BATCH`]) with the same three inserts over arrays.
-//! There is no timer: a lone submit goes at once, and batches grow only as load does. Up to
+//! stores all of them (up to [`MAX_SUBMIT_BATCH`]) with the same three inserts over arrays
+//! (the grouping is `groups`: no timer, a lone submit goes at once). Up to
 //! [`SUBMIT_BATCHES_IN_FLIGHT`] statements run at a time, one per core of a small server.
 //!
 //! Each caller still gets its own answer. A batch that fails before reaching the database
@@ -15,13 +15,13 @@
 //! [`Queue::submit_async`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::groups::Groups;
 use super::submit::{NewRequest, SubmitOutcome};
 use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
 
@@ -29,8 +29,6 @@ use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
 pub const MAX_SUBMIT_BATCH: usize = 64;
 /// Batches stored at the same time.
 pub const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
-/// Submits waiting for a batch before callers wait to hand theirs over.
-const WAITING_SUBMITS: usize = 1024;
 
 const INSERT_MANY: &str = concat!(
     "WITH input AS (
@@ -63,7 +61,7 @@ const INSERT_MANY: &str = concat!(
 #[derive(Clone, Debug)]
 pub struct SubmitBatcher {
     queue: Queue,
-    waiting: mpsc::Sender<Waiting>,
+    groups: Groups<Waiting>,
 }
 
 /// A submit handed to the batcher, with where its answer goes.
@@ -100,9 +98,12 @@ impl OwnedRequest {
 impl SubmitBatcher {
     /// Starts the batching task over `queue`.
     pub fn spawn(queue: Queue) -> Self {
-        let (waiting, received) = mpsc::channel(WAITING_SUBMITS);
-        tokio::spawn(run(queue.clone(), received));
-        Self { queue, waiting }
+        let storing = queue.clone();
+        let groups = Groups::spawn(MAX_SUBMIT_BATCH, SUBMIT_BATCHES_IN_FLIGHT, move |batch| {
+            let queue = storing.clone();
+            async move { queue.store_batch(batch).await }
+        });
+        Self { queue, groups }
     }
 
     /// Stores an ASYNC request and queues it, or finds the request its idempotency key
@@ -126,39 +127,13 @@ impl SubmitBatcher {
             },
             answer,
         };
-        if self.waiting.send(waiting).await.is_err() {
+        if self.groups.hand_over(waiting).await.is_err() {
             return Err(StoreError::Db(sqlx::Error::PoolClosed));
         }
         // The task answers every submit it receives; no answer means it panicked.
         answered
             .await
             .unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed)))
-    }
-}
-
-/// Takes what is waiting whenever a batch slot is free, until every sender is gone.
-async fn run(queue: Queue, mut received: mpsc::Receiver<Waiting>) {
-    let slots = Arc::new(Semaphore::new(SUBMIT_BATCHES_IN_FLIGHT));
-    loop {
-        // A slot first: while every slot is busy, submits pile up for the next batch.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let Some(first) = received.recv().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_SUBMIT_BATCH {
-            match received.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            queue.store_batch(batch).await;
-            drop(slot);
-        });
     }
 }
 
