@@ -383,6 +383,38 @@ async fn grouped_gets_show_each_caller_only_their_own_requests() {
 }
 
 #[tokio::test]
+async fn a_claim_from_a_watermark_skips_older_jobs_which_a_full_read_takes() {
+    let queue = queue().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let payload = format!(r#"{{"n":{n}}}"#);
+        ids.push(created(queue.submit_async(&new("bob", &payload)).await.unwrap()).id);
+        // Distinct `run_at`s: each submit's transaction starts later.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let run_at: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT run_at FROM requests.jobs WHERE request_id = $1")
+            .bind(ids[1])
+            .fetch_one(queue.pool())
+            .await
+            .unwrap();
+    let from = ClaimFilter {
+        ready_from: Some(run_at),
+        ..ClaimFilter::default()
+    };
+    let bounded = queue.claim("w1", &from, 10, LEASE).await.unwrap();
+    let mut got: Vec<Uuid> = bounded.iter().map(|j| j.request_id).collect();
+    got.sort();
+    assert_eq!(got, vec![ids[1], ids[2]]);
+    assert!(bounded.iter().all(|j| j.run_at >= run_at));
+    let full = claim(&queue, 10).await;
+    assert_eq!(
+        full.iter().map(|j| j.request_id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+}
+
+#[tokio::test]
 async fn retries_keep_the_attempt_postpones_and_releases_give_it_back() {
     let queue = queue().await;
     let record = created(queue.submit_async(&new("alice", "{}")).await.unwrap());

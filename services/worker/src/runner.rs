@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appstack_executor::{Call, Executor};
+use appstack_queue::ClaimWatermark;
 use appstack_queue::decide::decide;
 use appstack_queue::store::Failure;
 use appstack_queue::store::{
@@ -54,6 +55,7 @@ impl Runner {
         let mut tasks = tokio::task::JoinSet::new();
         let mut failures = 0u32;
         let kinds = self.executor.kinds();
+        let mut watermark = ClaimWatermark::default();
         while !shutdown.is_cancelled() {
             // Finished tasks' results are not needed; reap them so the set stays small.
             while tasks.try_join_next().is_some() {}
@@ -66,9 +68,11 @@ impl Runner {
                 continue;
             }
             let want = free.min(self.settings.claim_batch);
+            let ready_from = watermark.start(Instant::now());
             let filter = ClaimFilter {
                 kinds: kinds.clone(),
                 excluded_kinds: self.executor.unavailable_kinds(),
+                ready_from,
             };
             let claimed = self
                 .queue
@@ -82,6 +86,12 @@ impl Runner {
             let jobs = match claimed {
                 Ok(jobs) => {
                     failures = 0;
+                    watermark.claimed(
+                        ready_from,
+                        want,
+                        jobs.iter().map(|j| j.run_at),
+                        Instant::now(),
+                    );
                     jobs
                 }
                 Err(error) => {
@@ -108,6 +118,10 @@ impl Runner {
                     runner.execute(job, completions).await;
                     drop(permit);
                 });
+            }
+            if got < want && ready_from.is_some() {
+                // Short from the watermark: read from the oldest at once.
+                continue;
             }
             if got < want {
                 // The queue is empty for us: wait for a notification, the poll interval

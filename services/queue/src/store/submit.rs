@@ -190,6 +190,7 @@ impl Queue {
                     claim: 1,
                     deadline: record.deadline,
                     created_at: record.created_at,
+                    run_at: record.created_at,
                     ordering_key: None,
                 };
                 Ok(SubmitOutcome::Created((record, job)))

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use appstack_queue::ClaimWatermark;
 use appstack_queue::store::{ClaimFilter, Completion, CompletionAction, Finish, Queue};
 use appstack_tests::pg;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -112,10 +113,26 @@ async fn phase(queue: &Queue, seconds: Duration) -> anyhow::Result<f64> {
         let (queue, done, stop) = (queue.clone(), Arc::clone(&done), Arc::clone(&stop));
         loops.push(tokio::spawn(async move {
             let worker = format!("bench-{n}");
-            let filter = ClaimFilter::default();
+            // As the worker claims: from its watermark.
+            let mut watermark = ClaimWatermark::default();
             while !stop.load(Ordering::Relaxed) {
+                let ready_from = watermark.start(tokio::time::Instant::now());
+                let filter = ClaimFilter {
+                    ready_from,
+                    ..ClaimFilter::default()
+                };
                 let jobs = queue.claim(&worker, &filter, BATCH, LEASE).await?;
+                watermark.claimed(
+                    ready_from,
+                    BATCH as usize,
+                    jobs.iter().map(|job| job.run_at),
+                    tokio::time::Instant::now(),
+                );
                 if jobs.is_empty() {
+                    if ready_from.is_some() {
+                        // Nothing from the watermark on: the next claim reads from the oldest.
+                        continue;
+                    }
                     anyhow::bail!("the queue ran dry: raise the fill");
                 }
                 let batch: Vec<Completion> = jobs
@@ -142,15 +159,17 @@ async fn phase(queue: &Queue, seconds: Duration) -> anyhow::Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
-/// Inserts `count` queued requests of kind `echo` with their jobs and first events (the
-/// database must have `uuidv7_bench()`, see [`bench_database`]).
+/// Inserts `count` queued requests of kind `echo` with their jobs and first events, as if
+/// submitted 100 µs apart (10,000 a second) until now (the database must have
+/// `uuidv7_bench()`, see [`bench_database`]).
 pub(crate) async fn fill(pool: &PgPool, count: i64) -> anyhow::Result<()> {
     sqlx::query(
         "WITH r AS (
             INSERT INTO requests.requests (id, owner, kind, mode, status, payload, last_sequence,
                                            created_at, updated_at)
-            SELECT uuidv7_bench(), 'bench', 'echo', 'async', 'queued', '{\"n\":1}', 1, now(), now()
-            FROM generate_series(1, $1)
+            SELECT uuidv7_bench(), 'bench', 'echo', 'async', 'queued', '{\"n\":1}', 1,
+                   now() - ($1 - g) * interval '100 microseconds', now()
+            FROM generate_series(1, $1) AS g
             RETURNING id, created_at
         ), j AS (
             INSERT INTO requests.jobs (request_id, kind, mode, state, run_at)
