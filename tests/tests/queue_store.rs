@@ -51,6 +51,27 @@ fn kind_of<T>(outcome: &SubmitOutcome<T>) -> &'static str {
     }
 }
 
+/// Of duplicate submits: how many created a request, and how many distinct requests they
+/// name (replays included); a "key reused" answer fails the test.
+async fn created_and_distinct(
+    tasks: Vec<tokio::task::JoinHandle<SubmitOutcome<appstack_queue::store::RequestRecord>>>,
+) -> (usize, usize) {
+    let (mut created_count, mut ids) = (0, std::collections::HashSet::new());
+    for task in tasks {
+        match task.await.unwrap() {
+            SubmitOutcome::Created(r) => {
+                created_count += 1;
+                ids.insert(r.id);
+            }
+            SubmitOutcome::Replayed(r) => {
+                ids.insert(r.id);
+            }
+            SubmitOutcome::KeyReused(_) => panic!("same payload reported as different"),
+        }
+    }
+    (created_count, ids.len())
+}
+
 async fn claim(queue: &Queue, limit: u32) -> Vec<ClaimedJob> {
     queue
         .claim("w1", &ClaimFilter::default(), limit, LEASE)
@@ -188,22 +209,7 @@ async fn concurrent_duplicates_with_one_key_make_one_request() {
             queue.submit_async(&request).await.unwrap()
         }));
     }
-    let mut ids = std::collections::HashSet::new();
-    let mut created_count = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            SubmitOutcome::Created(r) => {
-                created_count += 1;
-                ids.insert(r.id);
-            }
-            SubmitOutcome::Replayed(r) => {
-                ids.insert(r.id);
-            }
-            SubmitOutcome::KeyReused(_) => panic!("same payload reported as different"),
-        }
-    }
-    assert_eq!(created_count, 1);
-    assert_eq!(ids.len(), 1);
+    assert_eq!(created_and_distinct(tasks).await, (1, 1));
     assert_eq!(job_rows(&queue).await, 1);
 
     let other_payload = NewRequest {
@@ -287,20 +293,7 @@ async fn grouped_duplicates_with_one_key_make_one_request() {
             batcher.submit_async(&request).await.unwrap()
         }));
     }
-    let (mut created_count, mut ids) = (0, std::collections::HashSet::new());
-    for task in tasks {
-        match task.await.unwrap() {
-            SubmitOutcome::Created(r) => {
-                created_count += 1;
-                ids.insert(r.id);
-            }
-            SubmitOutcome::Replayed(r) => {
-                ids.insert(r.id);
-            }
-            SubmitOutcome::KeyReused(_) => panic!("same payload reported as different"),
-        }
-    }
-    assert_eq!((created_count, ids.len()), (1, 1));
+    assert_eq!(created_and_distinct(tasks).await, (1, 1));
     assert_eq!(job_rows(&queue).await, 1);
 }
 

@@ -255,16 +255,8 @@ mod tests {
     const X: &str = "Gb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE";
 
     fn verifier() -> Verifier {
-        let jwk = Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: X.into(),
-            kid: "k1".into(),
-            alg: "EdDSA".into(),
-            r#use: "sig".into(),
-        };
         let keys = KeyCache::new(
-            Arc::new(StaticKeySource::new(vec![jwk])),
+            Arc::new(StaticKeySource::new(vec![published_key()])),
             KeyCacheConfig::default(),
         );
         Verifier::new(VerifierConfig::new("https://iss", "aud"), keys)

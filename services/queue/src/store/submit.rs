@@ -34,6 +34,23 @@ pub enum SubmitOutcome<T> {
     KeyReused(RequestRecord),
 }
 
+// The tail of every ASYNC insert: the request's first event, and the stored request back.
+macro_rules! first_event_and_record {
+    () => {
+        concat!(
+            "
+    ), event AS (
+        INSERT INTO requests.events (request_id, sequence, from_status, to_status, at)
+        SELECT id, 1, NULL, 'queued', created_at FROM ins
+    )
+    SELECT ",
+            $crate::store::request_columns!(),
+            " FROM ins"
+        )
+    };
+}
+pub(super) use first_event_and_record;
+
 // The insert and everything it implies, as data-modifying CTEs of one statement: one round
 // trip, one implicit transaction. `ON CONFLICT DO NOTHING` waits for a concurrent insert of
 // the same key to commit, so of two concurrent duplicates exactly one inserts and the other
@@ -51,14 +68,8 @@ const INSERT_ASYNC: &str = concat!(
         SELECT id, kind, 'async', 'queued', created_at, deadline, ordering_key,
                ordering_key IS NOT NULL
                AND EXISTS (SELECT 1 FROM requests.jobs WHERE ordering_key = ins.ordering_key)
-        FROM ins
-    ), event AS (
-        INSERT INTO requests.events (request_id, sequence, from_status, to_status, at)
-        SELECT id, 1, NULL, 'queued', created_at FROM ins
-    )
-    SELECT ",
-    request_columns!(),
-    " FROM ins"
+        FROM ins",
+    first_event_and_record!()
 );
 
 // A SYNC request starts running at once, under a lease held by the submitting process: if

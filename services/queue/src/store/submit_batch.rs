@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::groups::Groups;
-use super::submit::{NewRequest, SubmitOutcome};
-use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
+use super::submit::{NewRequest, SubmitOutcome, first_event_and_record};
+use super::{Queue, RequestRecord, RequestRow, StoreError};
 
 /// The most submits one statement stores.
 pub const MAX_SUBMIT_BATCH: usize = 64;
@@ -46,14 +46,8 @@ const INSERT_MANY: &str = concat!(
         RETURNING *
     ), job AS (
         INSERT INTO requests.jobs (request_id, kind, mode, state, run_at, deadline)
-        SELECT id, kind, 'async', 'queued', created_at, deadline FROM ins
-    ), event AS (
-        INSERT INTO requests.events (request_id, sequence, from_status, to_status, at)
-        SELECT id, 1, NULL, 'queued', created_at FROM ins
-    )
-    SELECT ",
-    request_columns!(),
-    " FROM ins"
+        SELECT id, kind, 'async', 'queued', created_at, deadline FROM ins",
+    first_event_and_record!()
 );
 
 /// Stores ASYNC submits in groups; cheap to clone. Its task ends when the last clone is
