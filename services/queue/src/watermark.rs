@@ -11,10 +11,10 @@
 //! transaction committed late (its `run_at` is its transaction's start), or a retry time
 //! from a worker whose clock runs behind the database's. The margin covers the first in the
 //! usual case; for the rest, a claim reads from the very oldest at least every
-//! `full_every`, and again right after a bounded claim comes back short (which is when the
-//! front is the most likely place of what is left). Every other way a job becomes ready
-//! (released, rescued, requeued, the next of an ordering key) sets `run_at` to the
-//! database's now, above the mark.
+//! `full_every`, right after a bounded claim comes back short, after the claim's filter
+//! changes, and again and again for as long as such reads find jobs below the mark (a
+//! backlog of a kind that was excluded, the next jobs of ordering keys, which keep their
+//! submit time so they keep their place).
 
 use std::time::Duration;
 
@@ -63,8 +63,7 @@ impl ClaimWatermark {
         if now.duration_since(last_full_read) >= self.full_every {
             return None;
         }
-        self.newest_claimed
-            .map(|newest| newest.checked_sub_signed(self.margin).unwrap_or(newest))
+        self.bounded_start()
     }
 
     /// Records a claim that read from `started_at` (what [`start`](Self::start) said),
@@ -76,19 +75,37 @@ impl ClaimWatermark {
         claimed: impl IntoIterator<Item = DateTime<Utc>>,
         now: Instant,
     ) {
-        let mut got = 0;
+        // The start a bounded claim would have had before this one.
+        let bound = self.bounded_start();
+        let (mut got, mut below_the_mark) = (0, false);
         for run_at in claimed {
             got += 1;
+            below_the_mark |= bound.is_some_and(|bound| run_at < bound);
             if self.newest_claimed.is_none_or(|newest| run_at > newest) {
                 self.newest_claimed = Some(run_at);
             }
         }
-        match started_at {
-            None => self.last_full_read = Some(now),
+        self.last_full_read = match started_at {
+            // A read from the oldest that found jobs a bounded claim would have skipped:
+            // read from the oldest again until it finds none, so such a backlog drains at
+            // the full claim rate, not one claim a period.
+            None if below_the_mark => None,
+            None => Some(now),
             // Short from the mark: the next claim reads from the oldest.
-            Some(_) if got < wanted => self.last_full_read = None,
-            Some(_) => {}
-        }
+            Some(_) if got < wanted => None,
+            Some(_) => self.last_full_read,
+        };
+    }
+
+    /// Makes the next claim read from the oldest (the claim's filter changed: jobs of kinds
+    /// it excluded may be waiting far below the mark).
+    pub fn read_from_oldest_next(&mut self) {
+        self.last_full_read = None;
+    }
+
+    fn bounded_start(&self) -> Option<DateTime<Utc>> {
+        self.newest_claimed
+            .map(|newest| newest.checked_sub_signed(self.margin).unwrap_or(newest))
     }
 }
 
@@ -142,6 +159,21 @@ mod tests {
         // An empty full read is a full read: the next one starts from the mark again.
         w.claimed(None, 4, [], t0);
         assert_eq!(w.start(t0), Some(at(25 - 100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_from_the_oldest_go_on_while_they_find_jobs_below_the_mark() {
+        let mut w = mark();
+        let t0 = Instant::now();
+        w.claimed(None, 2, [at(1_000), at(1_010)], t0);
+        // A backlog far below the mark (a kind that was excluded) is found by a full read...
+        w.read_from_oldest_next();
+        assert_eq!(w.start(t0), None);
+        w.claimed(None, 2, [at(5), at(6)], t0);
+        // ...and the next read is from the oldest again, until one finds nothing below.
+        assert_eq!(w.start(t0), None);
+        w.claimed(None, 2, [at(1_020)], t0);
+        assert_eq!(w.start(t0), Some(at(1_020 - 100)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,7 @@ impl Runner {
         let mut failures = 0u32;
         let kinds = self.executor.kinds();
         let mut watermark = ClaimWatermark::default();
+        let mut last_excluded: Vec<String> = Vec::new();
         while !shutdown.is_cancelled() {
             // Finished tasks' results are not needed; reap them so the set stays small.
             while tasks.try_join_next().is_some() {}
@@ -68,10 +69,16 @@ impl Runner {
                 continue;
             }
             let want = free.min(self.settings.claim_batch);
+            let excluded_kinds = self.executor.unavailable_kinds();
+            if excluded_kinds != last_excluded {
+                // Jobs of a kind excluded until now may be waiting far below the mark.
+                watermark.read_from_oldest_next();
+                last_excluded.clone_from(&excluded_kinds);
+            }
             let ready_from = watermark.start(Instant::now());
             let filter = ClaimFilter {
                 kinds: kinds.clone(),
-                excluded_kinds: self.executor.unavailable_kinds(),
+                excluded_kinds,
                 ready_from,
             };
             let claimed = self

@@ -93,23 +93,25 @@ impl Queue {
             .await;
         match read {
             Ok(rows) => {
-                let mut found: HashMap<Uuid, Result<RequestRecord, String>> = HashMap::new();
+                let mut found: HashMap<Uuid, (String, Result<RequestRecord, String>)> =
+                    HashMap::new();
                 for row in rows {
-                    let id = row.id;
+                    let (id, owner) = (row.id, row.owner.clone());
                     let record = RequestRecord::try_from(row).map_err(|error| match error {
                         StoreError::Corrupt(what) => what,
                         other => other.to_string(),
                     });
-                    found.insert(id, record);
+                    found.insert(id, (owner, record));
                 }
                 for asked in batch {
                     let answer = match found.get(&asked.id) {
                         None => Ok(None),
-                        Some(Err(unreadable)) => Err(StoreError::Corrupt(unreadable.clone())),
-                        Some(Ok(record)) => Ok(match &asked.owner {
-                            Some(owner) if *owner != record.owner => None,
-                            _ => Some(record.clone()),
-                        }),
+                        // Another owner's request is not found, readable or not.
+                        Some((owner, _)) if asked.owner.as_ref().is_some_and(|o| o != owner) => {
+                            Ok(None)
+                        }
+                        Some((_, Err(unreadable))) => Err(StoreError::Corrupt(unreadable.clone())),
+                        Some((_, Ok(record))) => Ok(Some(record.clone())),
                     };
                     let _ = asked.answer.send(answer);
                 }

@@ -41,8 +41,9 @@ pub(crate) async fn promote_next(
         return Ok(0);
     }
     let done = sqlx::query(
-        // Ready from now (not from its submit): a claim watermark is past its old `run_at`.
-        "UPDATE requests.jobs j SET blocked = false, run_at = GREATEST(j.run_at, now())
+        // It keeps its `run_at` (its submit), so its place at the front: claims find it by
+        // reading from the oldest (see `ClaimWatermark`).
+        "UPDATE requests.jobs j SET blocked = false
          FROM (SELECT DISTINCT ON (ordering_key) request_id, ordering_key
                FROM requests.jobs
                WHERE blocked AND ordering_key = ANY($1::text[])

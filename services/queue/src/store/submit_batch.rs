@@ -7,28 +7,32 @@
 //! [`SUBMIT_BATCHES_IN_FLIGHT`] statements run at a time, one per core of a small server.
 //!
 //! Each caller still gets its own answer. A batch that fails before reaching the database
-//! (no connection in time, pool closed) fails each of its submits the same way; any other
-//! failure — one row's data, a connection lost mid-statement — sends every row through the
-//! single-row path again with the same id, so one bad row fails alone, and a row the failed
-//! batch did commit is found by its id (a primary-key conflict) and answered as created.
+//! (no connection in time, pool closed) fails each of its submits the same way. After any
+//! other failure — one row's data, a connection lost mid-statement — the rows it may have
+//! committed are looked up by id and answered as created (whatever their idempotency key
+//! says), and the others go through the single-row path with the same id, a few at a
+//! time, so one bad row fails alone. Within a batch, rows are in `(owner, key)` order, so
+//! two batches holding the same keys cannot deadlock.
 //! Submits with an ordering key never batch: they take the key's lock (see
 //! [`Queue::submit_async`]).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use futures_util::future::join_all;
+use futures_util::StreamExt as _;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::groups::Groups;
 use super::submit::{NewRequest, SubmitOutcome, first_event_and_record};
-use super::{Queue, RequestRecord, RequestRow, StoreError};
+use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
 
 /// The most submits one statement stores.
 pub const MAX_SUBMIT_BATCH: usize = 64;
 /// Batches stored at the same time.
 pub const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
+/// Single-row statements of one batch run at once (after a failure, or for taken keys).
+const RETRIES_AT_ONCE: usize = 8;
 
 const INSERT_MANY: &str = concat!(
     "WITH input AS (
@@ -133,21 +137,15 @@ impl SubmitBatcher {
 
 impl Queue {
     /// Stores `batch` and answers each of its submits.
-    async fn store_batch(&self, batch: Vec<Waiting>) {
+    async fn store_batch(&self, mut batch: Vec<Waiting>) {
+        // Keys in one order in every batch, so two batches holding the same two keys (a
+        // client's retries) cannot wait on each other until the deadlock detector fires.
+        batch.sort_by(|a, b| {
+            (&a.request.owner, &a.request.idempotency_key)
+                .cmp(&(&b.request.owner, &b.request.idempotency_key))
+        });
         match self.insert_many(&batch).await {
-            Ok(mut inserted) => {
-                join_all(batch.into_iter().map(|waiting| {
-                    let row = inserted.remove(&waiting.id);
-                    async move {
-                        let outcome = match row {
-                            Some(row) => row.try_into().map(SubmitOutcome::Created),
-                            None => self.existing(&waiting.request.borrowed()).await,
-                        };
-                        let _ = waiting.answer.send(outcome);
-                    }
-                }))
-                .await;
-            }
+            Ok(inserted) => self.answer_stored(batch, inserted).await,
             Err(error) if !reached_the_database(&error) => {
                 for waiting in batch {
                     let same = match &error {
@@ -158,16 +156,62 @@ impl Queue {
                 }
             }
             Err(error) => {
-                tracing::debug!(%error, submits = batch.len(), "a submit batch failed; storing its rows one by one");
-                join_all(batch.into_iter().map(|waiting| async move {
-                    let outcome = self
-                        .insert_async(waiting.id, &waiting.request.borrowed())
-                        .await;
-                    let _ = waiting.answer.send(outcome);
-                }))
-                .await;
+                // It may have committed before it failed (the answer was lost): what it
+                // stored is found by id and answered as created, whatever its key says.
+                tracing::debug!(%error, submits = batch.len(), "a submit batch failed; finding what it stored");
+                let ids: Vec<Uuid> = batch.iter().map(|waiting| waiting.id).collect();
+                match self.stored_among(&ids).await {
+                    Ok(stored) => self.answer_stored(batch, stored).await,
+                    Err(lookup) => {
+                        let why = format!("{error}; then finding what it stored: {lookup}");
+                        for waiting in batch {
+                            let lost = sqlx::Error::Io(std::io::Error::other(why.clone()));
+                            let _ = waiting.answer.send(Err(StoreError::Db(lost)));
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Answers each submit of `batch`: created when its row is in `stored`, otherwise through
+    /// the one-row path.
+    async fn answer_stored(&self, batch: Vec<Waiting>, mut stored: HashMap<Uuid, RequestRow>) {
+        let unanswered: Vec<Waiting> = batch
+            .into_iter()
+            .filter_map(|waiting| match stored.remove(&waiting.id) {
+                Some(row) => {
+                    let _ = waiting
+                        .answer
+                        .send(row.try_into().map(SubmitOutcome::Created));
+                    None
+                }
+                None => Some(waiting),
+            })
+            .collect();
+        // Bounded: after a failure these are single statements, and a database in trouble
+        // should not get a batch's worth at once.
+        futures_util::stream::iter(unanswered)
+            .for_each_concurrent(RETRIES_AT_ONCE, |waiting| async move {
+                // The one-row path: a key taken by another request is answered from it
+                // (replayed or reused); a row a failed batch did not store is stored now.
+                let outcome = self
+                    .insert_async(waiting.id, &waiting.request.borrowed())
+                    .await;
+                let _ = waiting.answer.send(outcome);
+            })
+            .await;
+    }
+
+    /// The rows among `ids` that are stored.
+    async fn stored_among(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, RequestRow>, sqlx::Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests.requests WHERE id = ANY($1)"
+        );
+        let rows: Vec<RequestRow> = sqlx::query_as(SQL).bind(ids).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
     /// One statement for the whole batch; the stored rows by id (a row whose idempotency key
