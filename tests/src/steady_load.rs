@@ -84,6 +84,22 @@ impl SubmitLoad {
         self.lock().last_success.is_some_and(|last| last > at)
     }
 
+    /// Waits until a submit succeeds after `at`: how long after `at` that was.
+    ///
+    /// # Errors
+    ///
+    /// When none has succeeded `within` of `at`.
+    pub async fn back_since(&self, at: Instant, within: Duration) -> anyhow::Result<Duration> {
+        while !self.succeeded_since(at) {
+            anyhow::ensure!(
+                at.elapsed() < within,
+                "no submit succeeded within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(at.elapsed())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -93,14 +109,30 @@ impl SubmitLoad {
     /// # Errors
     ///
     /// When a lane panicked.
-    pub async fn finish(self) -> anyhow::Result<Seen> {
+    pub async fn finish(mut self) -> anyhow::Result<Seen> {
         self.stop.cancel();
-        for lane in self.lanes {
+        for lane in std::mem::take(&mut self.lanes) {
             lane.await?;
         }
-        Ok(std::mem::take(
-            &mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()),
-        ))
+        Ok(std::mem::take(&mut *self.lock()))
+    }
+}
+
+impl Seen {
+    /// Checks that every failed call was UNAVAILABLE and took less than `bound`.
+    ///
+    /// # Errors
+    ///
+    /// The first call that was not, with its code, time and message.
+    pub fn failures_were_fast_and_unavailable(&self, bound: Duration) -> anyhow::Result<()> {
+        for (code, took, message) in &self.failures {
+            anyhow::ensure!(
+                *code == Code::Unavailable,
+                "{code:?} after {took:?}: {message}"
+            );
+            anyhow::ensure!(*took < bound, "a call took {took:?}: {message}");
+        }
+        Ok(())
     }
 }
 

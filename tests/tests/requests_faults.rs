@@ -10,6 +10,27 @@ use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest};
 use appstack_simulator::FaultPlan;
 use appstack_tests::stack_server::StackServer;
 
+/// Submits `numbers` one after another; the ids acknowledged.
+async fn submit_many(
+    client: &mut appstack_tests::stack_server::Requests,
+    numbers: std::ops::Range<usize>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in numbers {
+        ids.push(
+            client
+                .submit(submit(n))
+                .await
+                .unwrap()
+                .into_inner()
+                .request
+                .unwrap()
+                .id,
+        );
+    }
+    ids
+}
+
 fn submit(n: usize) -> SubmitRequest {
     SubmitRequest {
         kind: "echo".into(),
@@ -47,19 +68,7 @@ async fn an_outage_opens_the_breaker_and_jobs_wait_without_spending_attempts() {
             ..FaultPlan::default()
         })
         .unwrap();
-    let mut ids = Vec::new();
-    for n in 0..40 {
-        ids.push(
-            client
-                .submit(submit(n))
-                .await
-                .unwrap()
-                .into_inner()
-                .request
-                .unwrap()
-                .id,
-        );
-    }
+    let ids = submit_many(&mut client, 0..40).await;
     // Three seconds of outage: the breaker opens after the first few calls and lets one
     // probe through every 700 ms.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -132,19 +141,7 @@ async fn a_drain_finishes_what_fits_in_the_grace_and_releases_the_rest_unspent()
             ..FaultPlan::default()
         })
         .unwrap();
-    let mut ids = Vec::new();
-    for n in 0..8 {
-        ids.push(
-            client
-                .submit(submit(n))
-                .await
-                .unwrap()
-                .into_inner()
-                .request
-                .unwrap()
-                .id,
-        );
-    }
+    submit_many(&mut client, 0..8).await;
     // Four are running (the worker's concurrency), four wait.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let url = stack.config.database.url.clone();

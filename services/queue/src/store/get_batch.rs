@@ -11,10 +11,9 @@
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::groups::Groups;
+use super::groups::{Answer, Groups, before_the_database};
 use super::{Queue, RequestRecord, RequestRow, StoreError, Viewer, request_columns};
 
 /// The most Gets one statement reads.
@@ -40,7 +39,7 @@ struct Asked {
     id: Uuid,
     /// `None` for an admin.
     owner: Option<String>,
-    answer: oneshot::Sender<Result<Option<RequestRecord>, StoreError>>,
+    answer: Answer<Option<RequestRecord>>,
 }
 
 impl Asked {
@@ -68,18 +67,8 @@ impl GetBatcher {
         id: Uuid,
         viewer: Viewer<'_>,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let (answer, answered) = oneshot::channel();
-        let asked = Asked {
-            id,
-            owner: viewer.owner().map(str::to_owned),
-            answer,
-        };
-        if self.groups.hand_over(asked).await.is_err() {
-            return Err(StoreError::Db(sqlx::Error::PoolClosed));
-        }
-        answered
-            .await
-            .unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed)))
+        let owner = viewer.owner().map(str::to_owned);
+        self.groups.ask(|answer| Asked { id, owner, answer }).await
     }
 }
 
@@ -116,18 +105,10 @@ impl Queue {
                     let _ = asked.answer.send(answer);
                 }
             }
-            Err(sqlx::Error::PoolTimedOut) => {
+            Err(error) if before_the_database(&error).is_some() => {
                 for asked in batch {
-                    let _ = asked
-                        .answer
-                        .send(Err(StoreError::Db(sqlx::Error::PoolTimedOut)));
-                }
-            }
-            Err(sqlx::Error::PoolClosed) => {
-                for asked in batch {
-                    let _ = asked
-                        .answer
-                        .send(Err(StoreError::Db(sqlx::Error::PoolClosed)));
+                    let same = before_the_database(&error).unwrap_or(sqlx::Error::PoolClosed);
+                    let _ = asked.answer.send(Err(StoreError::Db(same)));
                 }
             }
             Err(error) => {

@@ -8,7 +8,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::StoreError;
+
+/// Where an item's answer goes.
+pub(crate) type Answer<R> = oneshot::Sender<Result<R, StoreError>>;
 
 /// Items waiting before callers wait to hand theirs over.
 const WAITING: usize = 1024;
@@ -43,6 +48,33 @@ impl<T: Send + 'static> Groups<T> {
     /// Hands `item` over; gives it back if the task is gone (its runtime is shutting down).
     pub(crate) async fn hand_over(&self, item: T) -> Result<(), T> {
         self.waiting.send(item).await.map_err(|gone| gone.0)
+    }
+
+    /// Hands over the item `with_answer` builds around its answer's sender, and waits for
+    /// the answer: the group's work answers every item it receives, so no answer means it
+    /// panicked.
+    pub(crate) async fn ask<R>(
+        &self,
+        with_answer: impl FnOnce(Answer<R>) -> T,
+    ) -> Result<R, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        if self.hand_over(with_answer(answer)).await.is_err() {
+            return Err(StoreError::Db(sqlx::Error::PoolClosed));
+        }
+        answered
+            .await
+            .unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed)))
+    }
+}
+
+/// The same failure again, for every item of a group, when `error` happened before any
+/// statement was sent (no connection in time, pool closed); `None` when the database may
+/// have seen the statement.
+pub(crate) fn before_the_database(error: &sqlx::Error) -> Option<sqlx::Error> {
+    match error {
+        sqlx::Error::PoolTimedOut => Some(sqlx::Error::PoolTimedOut),
+        sqlx::Error::PoolClosed => Some(sqlx::Error::PoolClosed),
+        _ => None,
     }
 }
 

@@ -20,10 +20,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::groups::Groups;
+use super::groups::{Answer, Groups, before_the_database};
 use super::submit::{NewRequest, SubmitOutcome, first_event_and_record};
 use super::{Queue, RequestRecord, RequestRow, StoreError, request_columns};
 
@@ -67,7 +66,7 @@ pub struct SubmitBatcher {
 struct Waiting {
     id: Uuid,
     request: OwnedRequest,
-    answer: oneshot::Sender<Result<SubmitOutcome<RequestRecord>, StoreError>>,
+    answer: Answer<SubmitOutcome<RequestRecord>>,
 }
 
 /// [`NewRequest`] with owned fields, to cross into the batcher's task.
@@ -113,25 +112,20 @@ impl SubmitBatcher {
         if new.ordering_key.is_some() {
             return self.queue.submit_async(new).await;
         }
-        let (answer, answered) = oneshot::channel();
-        let waiting = Waiting {
-            id: Uuid::now_v7(),
-            request: OwnedRequest {
-                owner: new.owner.to_owned(),
-                kind: new.kind.to_owned(),
-                payload: new.payload.to_owned(),
-                idempotency_key: new.idempotency_key.map(str::to_owned),
-                deadline: new.deadline,
-            },
-            answer,
+        let request = OwnedRequest {
+            owner: new.owner.to_owned(),
+            kind: new.kind.to_owned(),
+            payload: new.payload.to_owned(),
+            idempotency_key: new.idempotency_key.map(str::to_owned),
+            deadline: new.deadline,
         };
-        if self.groups.hand_over(waiting).await.is_err() {
-            return Err(StoreError::Db(sqlx::Error::PoolClosed));
-        }
-        // The task answers every submit it receives; no answer means it panicked.
-        answered
+        self.groups
+            .ask(|answer| Waiting {
+                id: Uuid::now_v7(),
+                request,
+                answer,
+            })
             .await
-            .unwrap_or(Err(StoreError::Db(sqlx::Error::WorkerCrashed)))
     }
 }
 
@@ -146,12 +140,9 @@ impl Queue {
         });
         match self.insert_many(&batch).await {
             Ok(inserted) => self.answer_stored(batch, inserted).await,
-            Err(error) if !reached_the_database(&error) => {
+            Err(error) if before_the_database(&error).is_some() => {
                 for waiting in batch {
-                    let same = match &error {
-                        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-                        _ => sqlx::Error::PoolClosed,
-                    };
+                    let same = before_the_database(&error).unwrap_or(sqlx::Error::PoolClosed);
                     let _ = waiting.answer.send(Err(StoreError::Db(same)));
                 }
             }
@@ -241,9 +232,4 @@ impl Queue {
             .await?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
-}
-
-/// False for the failures that happen before any statement is sent.
-fn reached_the_database(error: &sqlx::Error) -> bool {
-    !matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }

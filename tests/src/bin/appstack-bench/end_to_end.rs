@@ -96,18 +96,9 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     report.real("completed_per_sec", completed_per_sec, 0, "requests/s")?;
 
     // Let the backlog drain before the paced phase.
-    let drain_until = Instant::now() + Duration::from_secs(120);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM requests.jobs")
-        .fetch_one(&pool)
-        .await?
-        > 0
-    {
-        anyhow::ensure!(
-            Instant::now() < drain_until,
-            "the backlog did not drain in 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::queue::until_drained(&pool, Duration::from_secs(120), Duration::from_millis(50))
+        .await
+        .context("the backlog before the paced phase")?;
 
     // Phase 2: paced at half the completed rate.
     let rate = (completed_per_sec / 2.0).max(1.0);
@@ -127,18 +118,9 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     while let Some(result) = inflight.join_next().await {
         result?.map_err(|s| anyhow::anyhow!("a paced submit failed: {s}"))?;
     }
-    let drain_until = Instant::now() + Duration::from_secs(60);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM requests.jobs")
-        .fetch_one(&pool)
-        .await?
-        > 0
-    {
-        anyhow::ensure!(
-            Instant::now() < drain_until,
-            "the paced requests did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::queue::until_drained(&pool, Duration::from_secs(60), Duration::from_millis(50))
+        .await
+        .context("the paced requests")?;
     let waits: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM e.at - r.created_at)::float8
          FROM requests.requests r JOIN requests.events e ON e.request_id = r.id AND e.sequence = 2

@@ -185,6 +185,33 @@ pub(crate) async fn fill(pool: &PgPool, count: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the jobs table is empty (every request finished), counting it every
+/// `every` (a count of a table being emptied is not free: keep it coarse where it competes).
+///
+/// # Errors
+///
+/// When jobs are still live after `within`.
+pub(crate) async fn until_drained(
+    pool: &PgPool,
+    within: Duration,
+    every: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM requests.jobs")
+            .fetch_one(pool)
+            .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} requests still live after {within:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Finishes whatever is left in the jobs table (so phases start alike).
 async fn drain(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query("DELETE FROM requests.jobs")

@@ -37,22 +37,9 @@ async fn measure() -> anyhow::Result<()> {
         config.worker.claim_batch = 64;
     })
     .await?;
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM requests.jobs")
-            .fetch_one(&pool)
-            .await?;
-        if left == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{left} requests still queued after 10 minutes"
-        );
-        // Coarse: the figure comes from the database's stamps, and a count of a table being
-        // emptied is not free.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Coarse: the figure comes from the database's stamps.
+    crate::queue::until_drained(&pool, Duration::from_secs(600), Duration::from_millis(100))
+        .await?;
     let elapsed = started.elapsed();
     let succeeded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM requests.requests WHERE status = 'succeeded'")
