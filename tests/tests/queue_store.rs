@@ -839,3 +839,79 @@ async fn list_pages_newest_first_per_owner_with_filters_and_purge_removes_old_hi
             .is_none()
     );
 }
+
+/// Scans of `jobs_leases` (the rescuer's index of running jobs) so far, as the statistics
+/// collector has them: `queue`'s one connection flushes its counters first.
+async fn lease_index_scans(queue: &Queue) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'jobs_leases'",
+    )
+    .fetch_one(queue.pool())
+    .await
+    .unwrap()
+}
+
+/// The planner trap of a queue table: statistics taken while nothing ran say the index of
+/// running jobs is nearly empty, and a lookup of a batch's jobs "by id, still running" then
+/// scans that index whole instead of the primary key — under an old snapshot, past every
+/// finished job's entry. Heartbeats and completions must look jobs up by key whatever the
+/// statistics say; the rescuer, which does want that index, shows the counter counts.
+#[tokio::test]
+async fn heartbeats_and_completions_find_their_jobs_by_key_whatever_the_statistics_say() {
+    let database = pg::test_database().await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database.url)
+        .await
+        .unwrap();
+    appstack_common::db::migrate(&pool).await.unwrap();
+    let queue = Queue::new(pool);
+    // A backlog big enough that the planner reads indexes, not the whole table.
+    for statement in [
+        "INSERT INTO requests.requests (id, owner, kind, mode, status, payload, last_sequence,
+                                        created_at, updated_at)
+         SELECT gen_random_uuid(), 'alice', 'echo', 'async', 'queued', '{}', 1, now(), now()
+         FROM generate_series(1, 20000)",
+        "INSERT INTO requests.jobs (request_id, kind, mode, state, run_at)
+         SELECT id, kind, 'async', 'queued', created_at FROM requests.requests",
+        "ANALYZE requests.jobs",
+    ] {
+        sqlx::query(statement).execute(queue.pool()).await.unwrap();
+    }
+    let before = lease_index_scans(&queue).await;
+    // Past the five executions after which PostgreSQL may switch to a generic plan.
+    for _ in 0..8 {
+        let jobs = claim(&queue, 16).await;
+        assert_eq!(jobs.len(), 16);
+        let held: Vec<(Uuid, i32)> = jobs.iter().map(|job| (job.request_id, job.claim)).collect();
+        let report = queue.heartbeat(&held, LEASE).await.unwrap();
+        assert_eq!(report.extended.len(), 16);
+        let batch: Vec<Completion> = jobs
+            .iter()
+            .map(|job| {
+                done(
+                    job,
+                    CompletionAction::Finish(Finish::Succeeded("{}".into())),
+                )
+            })
+            .collect();
+        assert_eq!(queue.complete(&batch).await.unwrap().applied.len(), 16);
+    }
+    assert_eq!(
+        lease_index_scans(&queue).await,
+        before,
+        "a heartbeat or completion scanned the index of running jobs"
+    );
+
+    claim(&queue, 8).await;
+    expire_leases(&queue).await;
+    queue.rescue_expired(100, &|_| policy(3)).await.unwrap();
+    assert!(
+        lease_index_scans(&queue).await > before,
+        "the rescuer's scan was not counted: the check above proves nothing"
+    );
+}

@@ -189,11 +189,13 @@ impl Queue {
             return Ok(HeartbeatReport::default());
         }
         let (ids, claims): (Vec<Uuid>, Vec<i32>) = held.iter().copied().unzip();
+        // Running as `lease_until IS NOT NULL`: see the completion's statement for why not
+        // `state = 'running'`.
         let rows: Vec<(Uuid, bool)> = sqlx::query_as(
             "UPDATE requests.jobs j
              SET lease_until = now() + $3::bigint * interval '1 microsecond'
              FROM unnest($1::uuid[], $2::int[]) AS h(id, claim), requests.requests r
-             WHERE j.request_id = h.id AND j.claims = h.claim AND j.state = 'running'
+             WHERE j.request_id = h.id AND j.claims = h.claim AND j.lease_until IS NOT NULL
                AND r.id = j.request_id
              RETURNING j.request_id, r.status = 'cancelled'",
         )

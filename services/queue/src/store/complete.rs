@@ -84,6 +84,12 @@ pub struct CompleteReport {
 // adds the outcomes; terminal outcomes (and jobs whose request was cancelled meanwhile)
 // delete the job row, the others move it back to waiting; the requests and their events
 // follow.
+//
+// "Still running" is `lease_until IS NOT NULL` (the same by the table's CHECK), not
+// `state = 'running'`: that matches the rescuer's partial index, and a planner whose
+// statistics saw few running jobs then scans that whole index for the batch's ids instead of
+// looking each up by key — which, while an old snapshot keeps every finished job's entry in
+// it, walks them all (measured: most of a claim-and-complete cycle's time).
 const COMPLETE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::text[],
@@ -92,7 +98,7 @@ WITH input AS (
 ), held AS (
     SELECT j.request_id, j.claims, j.attempts, r.status = 'cancelled' AS cancelled
     FROM unnest($1::uuid[], $2::int[]) AS k(id, claim)
-    JOIN requests.jobs j ON j.request_id = k.id AND j.claims = k.claim AND j.state = 'running'
+    JOIN requests.jobs j ON j.request_id = k.id AND j.claims = k.claim AND j.lease_until IS NOT NULL
     JOIN requests.requests r ON r.id = k.id
     FOR UPDATE OF j
 ), decided AS (
