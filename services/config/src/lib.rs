@@ -60,7 +60,7 @@ pub use queue::{QueueConfig, WorkerConfig};
 pub use requests::{DEFAULT_RATE_KEY, RateLimitConfig, RequestsConfig};
 pub use server::{MAX_METADATA_BYTES_LIMIT, ServerConfig};
 pub use services::{ExternalServiceConfig, JobBackoffConfig, Protocol, RouteConfig};
-pub use stack::StackConfig;
+pub use stack::{MAX_EXTERNAL_SERVICES, MAX_ROUTES, StackConfig};
 pub use validate::{InvalidConfig, Problems, Validate};
 
 #[cfg(test)]

@@ -12,11 +12,22 @@ use crate::{
     RequestsConfig, RouteConfig, ServerConfig, Validate, WorkerConfig,
 };
 
+/// The most external services a stack declares (a bound the CRD's CEL rules need).
+pub const MAX_EXTERNAL_SERVICES: usize = 256;
+/// The most routes a stack declares.
+pub const MAX_ROUTES: usize = 1024;
+
 /// The configuration of every `appstack` role, one file for all: each role reads the
 /// sections it needs. Every key is camelCase; `{}` (or an empty file) means all defaults,
 /// which leave only `database.url` to set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+// The cross-section rule, for API servers that enforce CEL (the AppStack CRD embeds this
+// type); `Validate` checks the same rule everywhere.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.routes) || self.routes.all(kind, self.routes[kind].service == '' || (has(self.externalServices) && self.routes[kind].service in self.externalServices))",
+    "message": "every route's service must be a key of externalServices"
+}]))]
 pub struct StackConfig {
     /// Listen addresses and gRPC limits.
     pub server: ServerConfig,
@@ -27,11 +38,13 @@ pub struct StackConfig {
     /// The auth service.
     pub auth: AuthConfig,
     /// The external microservices requests are executed by, by name (`^[a-z0-9][a-z0-9._-]{0,62}$`).
-    /// Default: none.
+    /// Default: none; at most 256.
+    #[schemars(extend("maxProperties" = 256))]
     pub external_services: BTreeMap<String, ExternalServiceConfig>,
     /// Which external service executes each request kind, by kind
     /// (`^[a-z0-9][a-z0-9._-]{0,62}$`); a request of a kind not listed is refused.
-    /// Default: none.
+    /// Default: none; at most 1024.
+    #[schemars(extend("maxProperties" = 1024))]
     pub routes: BTreeMap<String, RouteConfig>,
     /// The durable queue.
     pub queue: QueueConfig,
@@ -48,6 +61,11 @@ impl Validate for StackConfig {
         p.field("log", |p| self.log.check(p));
         p.field("auth", |p| self.auth.check(p));
         p.field("externalServices", |p| {
+            if self.external_services.len() > MAX_EXTERNAL_SERVICES {
+                p.here(format_args!(
+                    "at most {MAX_EXTERNAL_SERVICES} external services"
+                ));
+            }
             for (name, service) in &self.external_services {
                 p.entry(name, |p| {
                     if !is_name(name) {
@@ -60,6 +78,9 @@ impl Validate for StackConfig {
             }
         });
         p.field("routes", |p| {
+            if self.routes.len() > MAX_ROUTES {
+                p.here(format_args!("at most {MAX_ROUTES} routes"));
+            }
             for (kind, route) in &self.routes {
                 p.entry(kind, |p| {
                     if !is_name(kind) {
