@@ -336,3 +336,6 @@ pub fn to_yaml(desired: &Desired, apis: &ServedApis) -> Result<String, serde_nor
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
