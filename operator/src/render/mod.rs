@@ -198,6 +198,25 @@ pub struct Desired {
     pub unserved: Vec<&'static str>,
 }
 
+/// The configuration the services of `stack` read (what its ConfigMap holds), the
+/// database URL aside, which they take from the Secret.
+///
+/// # Errors
+///
+/// [`RenderError::Unnamed`] for a resource without a name or namespace.
+pub fn services_config(stack: &AppStack) -> Result<appstack_config::StackConfig, RenderError> {
+    let (Some(name), Some(namespace)) = (&stack.metadata.name, &stack.metadata.namespace) else {
+        return Err(RenderError::Unnamed);
+    };
+    let owner = Owner {
+        name: name.clone(),
+        namespace: namespace.clone(),
+        uid: stack.metadata.uid.clone(),
+        version: stack.spec.version.clone(),
+    };
+    Ok(config_file::stack_config(&stack.spec, &owner))
+}
+
 /// Renders `stack` for a cluster serving `apis`, at `rollout`.
 ///
 /// # Errors

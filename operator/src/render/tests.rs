@@ -46,12 +46,24 @@ fn kinds(desired: &Desired) -> Vec<(&'static str, String)> {
     desired
         .children
         .iter()
-        .map(|child| (child.kind(&ServedApis::CURRENT).kind, child.name().to_owned()))
+        .map(|child| {
+            (
+                child.kind(&ServedApis::CURRENT).kind,
+                child.name().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn image_of(deployment: &Deployment) -> String {
-    let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
     pod.containers[0].image.clone().unwrap()
 }
 
@@ -69,7 +81,11 @@ fn a_steady_stack_has_every_child_owned_and_labelled() {
         ("PodDisruptionBudget", 3),
         ("Job", 0),
     ] {
-        assert_eq!(names.iter().filter(|(k, _)| *k == kind).count(), count, "{kind}: {names:?}");
+        assert_eq!(
+            names.iter().filter(|(k, _)| *k == kind).count(),
+            count,
+            "{kind}: {names:?}"
+        );
     }
     for child in &desired.children {
         let manifest = child.manifest(&ServedApis::CURRENT).unwrap();
@@ -89,7 +105,15 @@ fn every_pod_runs_under_the_restricted_pod_security_standard() {
     let mut stack = quickstart();
     stack.spec.version = "0.2.0".into();
     // Deployments and the migration Job at once.
-    let desired = render(&stack, &ServedApis::CURRENT, &Rollout { running: Some("0.1.0".into()), migrated: false }).unwrap();
+    let desired = render(
+        &stack,
+        &ServedApis::CURRENT,
+        &Rollout {
+            running: Some("0.1.0".into()),
+            migrated: false,
+        },
+    )
+    .unwrap();
     let mut pods = 0;
     for child in &desired.children {
         let manifest = child.manifest(&ServedApis::CURRENT).unwrap();
@@ -98,11 +122,19 @@ fn every_pod_runs_under_the_restricted_pod_security_standard() {
         };
         pods += 1;
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
         assert_eq!(pod["automountServiceAccountToken"], false);
         for container in pod["containers"].as_array().unwrap() {
             let security = &container["securityContext"];
-            assert_eq!(security["allowPrivilegeEscalation"], false, "{}", child.name());
+            assert_eq!(
+                security["allowPrivilegeEscalation"],
+                false,
+                "{}",
+                child.name()
+            );
             assert_eq!(security["readOnlyRootFilesystem"], true);
             assert_eq!(security["capabilities"]["drop"][0], "ALL");
             assert_eq!(security["runAsUser"], RUN_AS);
@@ -118,7 +150,14 @@ fn deployments_spread_over_zones_probe_the_admin_port_and_wait_for_the_drain() {
     stack.spec.config.server.shutdown_grace = std::time::Duration::from_secs(30);
     let desired = steady(&stack);
     for deployment in deployments(&desired) {
-        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         assert_eq!(pod.termination_grace_period_seconds, Some(42));
         let keys: Vec<&str> = pod
             .topology_spread_constraints
@@ -127,11 +166,23 @@ fn deployments_spread_over_zones_probe_the_admin_port_and_wait_for_the_drain() {
             .iter()
             .map(|c| c.topology_key.as_str())
             .collect();
-        assert_eq!(keys, ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]);
+        assert_eq!(
+            keys,
+            ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        );
         let container = &pod.containers[0];
-        let readiness = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(readiness.path.as_deref(), Some("/readyz"));
-        assert_eq!(readiness.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into()));
+        assert_eq!(
+            readiness.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into())
+        );
     }
 }
 
@@ -139,9 +190,24 @@ fn deployments_spread_over_zones_probe_the_admin_port_and_wait_for_the_drain() {
 fn only_auth_mounts_the_signing_keys() {
     let desired = steady(&quickstart());
     for deployment in deployments(&desired) {
-        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let mounts_keys = pod.volumes.as_ref().unwrap().iter().any(|v| v.name == "signing-keys");
-        assert_eq!(mounts_keys, deployment.metadata.name.as_deref() == Some("shop-auth"));
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let mounts_keys = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "signing-keys");
+        assert_eq!(
+            mounts_keys,
+            deployment.metadata.name.as_deref() == Some("shop-auth")
+        );
     }
 }
 
@@ -163,7 +229,10 @@ fn turning_autoscaling_and_budgets_off_drops_their_children_and_pins_replicas() 
         if deployment.metadata.name.as_deref() == Some("shop-worker") {
             assert_eq!(replicas, Some(4));
         } else {
-            assert_eq!(replicas, None, "an autoscaled Deployment leaves replicas to the HPA");
+            assert_eq!(
+                replicas, None,
+                "an autoscaled Deployment leaves replicas to the HPA"
+            );
         }
     }
 }
@@ -181,7 +250,15 @@ fn a_new_version_migrates_before_the_deployments_move() {
         assert_eq!(image_of(deployment), "localhost/appstack:0.1.0");
     }
 
-    let migrated = render(&stack, &apis, &Rollout { running: Some("0.1.0".into()), migrated: true }).unwrap();
+    let migrated = render(
+        &stack,
+        &apis,
+        &Rollout {
+            running: Some("0.1.0".into()),
+            migrated: true,
+        },
+    )
+    .unwrap();
     assert_eq!(migrated.deployed_version.as_deref(), Some("0.2.0"));
     for deployment in deployments(&migrated) {
         assert_eq!(image_of(deployment), "localhost/appstack:0.2.0");
@@ -206,7 +283,18 @@ fn a_configuration_change_changes_the_pods_hash_and_nothing_else_does() {
     let after = steady(&changed);
     assert_ne!(after.config_hash, before.config_hash);
     let hash = |desired: &Desired| {
-        deployments(desired)[0].spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION].clone()
+        deployments(desired)[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
     };
     assert_eq!(hash(&after), after.config_hash);
 }
@@ -222,13 +310,21 @@ fn an_older_server_gets_the_versions_it_serves_and_a_missing_kind_is_reported() 
     let versions: Vec<String> = desired
         .children
         .iter()
-        .map(|child| child.manifest(&legacy).unwrap()["apiVersion"].as_str().unwrap().to_owned())
+        .map(|child| {
+            child.manifest(&legacy).unwrap()["apiVersion"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert!(versions.contains(&"autoscaling/v2beta2".to_owned()));
     assert!(versions.contains(&"policy/v1beta1".to_owned()));
     assert!(!versions.contains(&"autoscaling/v2".to_owned()));
 
-    let none = ServedApis { autoscaling: None, disruption: Some(DisruptionApi::V1) };
+    let none = ServedApis {
+        autoscaling: None,
+        disruption: Some(DisruptionApi::V1),
+    };
     let desired = render(&stack, &none, &running("0.1.0")).unwrap();
     assert_eq!(desired.unserved, ["HorizontalPodAutoscaler"]);
     assert_eq!(deployments(&desired).len(), 3, "the rest is still rendered");
@@ -240,20 +336,37 @@ fn broken_rules_are_errors_naming_their_keys() {
     stack.spec.config.routes.get_mut("echo").unwrap().service = "nowhere".into();
     stack.spec.main.autoscaling.min_replicas = 9;
     stack.spec.main.autoscaling.max_replicas = 3;
-    let Err(RenderError::InvalidConfig(problems)) = render(&stack, &ServedApis::CURRENT, &Rollout::default()) else {
+    let Err(RenderError::InvalidConfig(problems)) =
+        render(&stack, &ServedApis::CURRENT, &Rollout::default())
+    else {
         panic!("rendered a broken spec");
     };
-    assert!(problems.iter().any(|p| p.starts_with("main.autoscaling: minReplicas (9)")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("main.autoscaling: minReplicas (9)")),
+        "{problems:?}"
+    );
     // Only the autoscaling rule is reported first; fix it and the config's rule shows.
     stack.spec.main.autoscaling.max_replicas = 10;
-    let Err(RenderError::InvalidConfig(problems)) = render(&stack, &ServedApis::CURRENT, &Rollout::default()) else {
+    let Err(RenderError::InvalidConfig(problems)) =
+        render(&stack, &ServedApis::CURRENT, &Rollout::default())
+    else {
         panic!("rendered a broken spec");
     };
-    assert!(problems.iter().any(|p| p.starts_with("config.routes.echo.service")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("config.routes.echo.service")),
+        "{problems:?}"
+    );
 
     let mut unnamed = quickstart();
     unnamed.metadata.namespace = None;
-    assert_eq!(render(&unnamed, &ServedApis::CURRENT, &Rollout::default()), Err(RenderError::Unnamed));
+    assert_eq!(
+        render(&unnamed, &ServedApis::CURRENT, &Rollout::default()),
+        Err(RenderError::Unnamed)
+    );
 }
 
 #[test]
@@ -263,13 +376,23 @@ fn the_operator_owned_settings_are_set_and_the_url_never_written() {
     stack.spec.config.database.url = "postgres://u:secret@db/app".into();
     stack.spec.observability.log_level = Some("debug".into());
     let desired = steady(&stack);
-    let Some(Child::ConfigMap(map)) = desired.children.iter().find(|c| matches!(c, Child::ConfigMap(_))) else {
+    let Some(Child::ConfigMap(map)) = desired
+        .children
+        .iter()
+        .find(|c| matches!(c, Child::ConfigMap(_)))
+    else {
         panic!("no ConfigMap");
     };
     let file = &map.data.as_ref().unwrap()[CONFIG_FILE];
     assert!(file.contains("grpcAddr = \"0.0.0.0:8080\""), "{file}");
-    assert!(!file.contains("secret"), "the database URL leaked into the ConfigMap");
-    assert!(file.contains("endpoint = \"http://shop-auth.appstack.svc:8080\""), "{file}");
+    assert!(
+        !file.contains("secret"),
+        "the database URL leaked into the ConfigMap"
+    );
+    assert!(
+        file.contains("endpoint = \"http://shop-auth.appstack.svc:8080\""),
+        "{file}"
+    );
     assert!(file.contains("filter = \"debug\""), "{file}");
 }
 
@@ -286,7 +409,8 @@ fn the_examples_render_to_their_golden_files() {
             continue;
         }
         seen += 1;
-        let stack: AppStack = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let stack: AppStack =
+            serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let desired = steady(&stack);
         let yaml = to_yaml(&desired, &ServedApis::CURRENT).unwrap();
         let golden = rendered_dir.join(path.file_name().unwrap());
