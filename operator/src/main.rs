@@ -18,6 +18,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator: the controller while this replica holds the Lease.
+    Run {
+        /// Watch only this namespace (a Role instead of a ClusterRole); default: all.
+        #[arg(long, env = "APPSTACK_OPERATOR_NAMESPACE")]
+        namespace: Option<String>,
+        /// The admin port: /healthz, /readyz (leading), /metrics.
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        admin_addr: std::net::SocketAddr,
+        /// The namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Run without leader election (a single replica).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// This replica's name in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+    },
     /// Print the AppStack CRD (YAML).
     Crd,
     /// Print the children of an AppStack as YAML, offline: for review and `kubectl diff`.
@@ -45,6 +63,43 @@ enum Apis {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run {
+            namespace,
+            admin_addr,
+            lease_namespace,
+            no_leader_election,
+            identity,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .json()
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(async move {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                let identity =
+                    identity.unwrap_or_else(|| format!("appstack-operator-{}", std::process::id()));
+                let options = appstack_operator::serve::ServeOptions {
+                    namespace,
+                    admin_addr,
+                    lease_namespace: if no_leader_election {
+                        None
+                    } else {
+                        Some(lease_namespace.unwrap_or_else(|| "default".into()))
+                    },
+                    identity,
+                };
+                appstack_operator::serve::serve(client, options).await
+            })?;
+        }
         Command::Crd => {
             print!("{}", crd::crd_yaml().context("writing the CRD")?);
         }

@@ -1,8 +1,10 @@
 //! Test support for AppStack's cross-crate and end-to-end suites: a private PostgreSQL
-//! ([`pg`]) and an in-process auth server on loopback ([`auth_server`]).
+//! ([`pg`]), a Kubernetes control plane ([`control_plane`]) and an in-process auth server on
+//! loopback ([`auth_server`]).
 
 pub mod auth_server;
 pub mod clients;
+pub mod control_plane;
 pub mod pg;
 pub mod processes;
 pub mod raw_grpc;

@@ -156,6 +156,12 @@ fn shared_data_dir() -> anyhow::Result<PathBuf> {
         return std::path::absolute(&dir)
             .with_context(|| format!("resolving {DATA_DIR_ENV}={}", Path::new(&dir).display()));
     }
+    Ok(target_dir().join("appstack-test-pg"))
+}
+
+/// The build's target folder (`$CARGO_TARGET_DIR` or the workspace's `target`), absolute:
+/// where the shared test servers keep their state.
+pub fn target_dir() -> PathBuf {
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => match option_env!("CARGO_TARGET_DIR") {
@@ -167,9 +173,7 @@ fn shared_data_dir() -> anyhow::Result<PathBuf> {
                 .join("target"),
         },
     };
-    let target_dir = std::path::absolute(&target_dir)
-        .with_context(|| format!("resolving the target dir {}", target_dir.display()))?;
-    Ok(target_dir.join("appstack-test-pg"))
+    std::path::absolute(&target_dir).unwrap_or(target_dir)
 }
 
 /// Takes the exclusive lock on `<data_dir>.lock`, waiting for other

@@ -14,7 +14,43 @@ use kube::CustomResourceExt as _;
 
 /// The CRD, as `deploy/crds/appstack.dev_appstacks.yaml` holds it.
 pub fn crd() -> CustomResourceDefinition {
-    AppStack::crd()
+    let mut crd = AppStack::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            && let Ok(mut value) = serde_json::to_value(&*schema)
+        {
+            prune_defaults(&mut value);
+            if let Ok(pruned) = serde_json::from_value(value) {
+                *schema = pruned;
+            }
+        }
+    }
+    crd
+}
+
+/// Drops the schema defaults that are whole objects or empty strings, keeping the scalar
+/// ones `kubectl explain` shows. A whole section's default repeats every leaf's and is
+/// applied by the services anyway; an empty-string default is refused by Kubernetes 1.20
+/// ("must be of type string: null").
+fn prune_defaults(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            let drop = map
+                .get("default")
+                .is_some_and(|d| d.is_object() || d.as_str() == Some(""));
+            if drop {
+                map.remove("default");
+            }
+            for value in map.values_mut() {
+                prune_defaults(value);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(prune_defaults),
+        _ => {}
+    }
 }
 
 /// The CRD as YAML.

@@ -1,0 +1,601 @@
+//! The controller: watches AppStacks and their children, applies what [`render`] wants
+//! with server-side apply, deletes what it no longer wants, and writes the status.
+//!
+//! Writes happen only for a difference: a child is applied when it is missing, when what
+//! the operator last applied to it (its `appstack.dev/applied` hash) differs from what it
+//! wants now, or when a field it sets was changed by hand; the status is written only when
+//! it changed. A steady stack costs reads alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource as _, ResourceExt as _};
+
+use crate::crd::AppStack;
+use crate::render::{
+    self, AutoscalingApi, Child, ChildKind, Component, DisruptionApi, MANAGED_BY_LABEL, MANAGER,
+    Rollout, STACK_LABEL, ServedApis, migration_job_name,
+};
+use crate::status::{self, Migration, Observed};
+
+/// Annotation on every applied child: the hash of the manifest last applied.
+pub const APPLIED_ANNOTATION: &str = "appstack.dev/applied";
+/// How often an unchanged stack is looked at again.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a stack in motion (migrating, rolling out) is looked at again.
+const PROGRESS_POLL: Duration = Duration::from_secs(5);
+
+/// What can go wrong in one reconcile; each has a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// A call to the API server failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be written as JSON.
+    #[error("serializing: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The signing key could not be made.
+    #[error("generating the signing key: {0}")]
+    Key(String),
+}
+
+impl ReconcileError {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(_)) => "api_refused",
+            Self::Kube(_) => "api_unreachable",
+            Self::Serialize(_) => "serialize",
+            Self::Key(_) => "signing_key",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The client.
+    pub client: Client,
+    /// What the server serves (discovered at start).
+    pub apis: ServedApis,
+    /// Events on AppStacks.
+    pub reporter: Reporter,
+    /// Counts of reconciles and their outcomes.
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Which HPA and PDB versions the server serves.
+///
+/// # Errors
+///
+/// When discovery itself fails (the server is unreachable).
+pub async fn discover(client: &Client) -> Result<ServedApis, kube::Error> {
+    let served = |group: Result<kube::discovery::ApiGroup, kube::Error>| -> Result<Vec<String>, kube::Error> {
+        match group {
+            Ok(group) => Ok(group.versions().map(str::to_owned).collect()),
+            // A group the server does not serve at all.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
+            Err(kube::Error::Discovery(_)) => Ok(Vec::new()),
+            Err(other) => Err(other),
+        }
+    };
+    let autoscaling = served(kube::discovery::group(client, "autoscaling").await)?;
+    let policy = served(kube::discovery::group(client, "policy").await)?;
+    let has = |versions: &[String], v: &str| versions.iter().any(|x| x == v);
+    Ok(ServedApis {
+        autoscaling: if has(&autoscaling, "v2") {
+            Some(AutoscalingApi::V2)
+        } else if has(&autoscaling, "v2beta2") {
+            Some(AutoscalingApi::V2beta2)
+        } else {
+            None
+        },
+        disruption: if has(&policy, "v1") && supports_pdb_v1(client).await {
+            Some(DisruptionApi::V1)
+        } else if has(&policy, "v1beta1") {
+            Some(DisruptionApi::V1beta1)
+        } else {
+            None
+        },
+    })
+}
+
+/// `policy/v1` exists on 1.20 too (for Evictions) without PodDisruptionBudgets.
+async fn supports_pdb_v1(client: &Client) -> bool {
+    let gv = kube::core::GroupVersion::gv("policy", "v1");
+    match kube::discovery::pinned_group(client, &gv).await {
+        Ok(group) => group.recommended_kind("PodDisruptionBudget").is_some(),
+        Err(_) => false,
+    }
+}
+
+fn api_resource(kind: ChildKind) -> ApiResource {
+    let (group, version) = kind
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", kind.api_version));
+    let plural = match kind.kind {
+        "ServiceAccount" => "serviceaccounts",
+        "ConfigMap" => "configmaps",
+        "Deployment" => "deployments",
+        "Service" => "services",
+        "HorizontalPodAutoscaler" => "horizontalpodautoscalers",
+        "PodDisruptionBudget" => "poddisruptionbudgets",
+        "NetworkPolicy" => "networkpolicies",
+        "Job" => "jobs",
+        other => other,
+    };
+    ApiResource {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        api_version: kind.api_version.to_owned(),
+        kind: kind.kind.to_owned(),
+        plural: plural.to_owned(),
+    }
+}
+
+/// Every kind the operator may have created, in the versions this server serves.
+fn managed_kinds(apis: &ServedApis) -> Vec<ChildKind> {
+    let mut kinds = vec![
+        ChildKind {
+            api_version: "v1",
+            kind: "ServiceAccount",
+        },
+        ChildKind {
+            api_version: "v1",
+            kind: "ConfigMap",
+        },
+        ChildKind {
+            api_version: "apps/v1",
+            kind: "Deployment",
+        },
+        ChildKind {
+            api_version: "v1",
+            kind: "Service",
+        },
+        ChildKind {
+            api_version: "networking.k8s.io/v1",
+            kind: "NetworkPolicy",
+        },
+        ChildKind {
+            api_version: "batch/v1",
+            kind: "Job",
+        },
+    ];
+    match apis.autoscaling {
+        Some(AutoscalingApi::V2) => kinds.push(ChildKind {
+            api_version: "autoscaling/v2",
+            kind: "HorizontalPodAutoscaler",
+        }),
+        Some(AutoscalingApi::V2beta2) => kinds.push(ChildKind {
+            api_version: "autoscaling/v2beta2",
+            kind: "HorizontalPodAutoscaler",
+        }),
+        None => {}
+    }
+    match apis.disruption {
+        Some(DisruptionApi::V1) => kinds.push(ChildKind {
+            api_version: "policy/v1",
+            kind: "PodDisruptionBudget",
+        }),
+        Some(DisruptionApi::V1beta1) => kinds.push(ChildKind {
+            api_version: "policy/v1beta1",
+            kind: "PodDisruptionBudget",
+        }),
+        None => {}
+    }
+    kinds
+}
+
+/// Whether every field of `desired` has the same value in `live` (what the server added,
+/// defaults and status, is ignored).
+fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    match (live, desired) {
+        (serde_json::Value::Object(live), serde_json::Value::Object(desired)) => desired
+            .iter()
+            .all(|(key, value)| live.get(key).is_some_and(|l| contains(l, value))),
+        (serde_json::Value::Array(live), serde_json::Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| contains(l, d))
+        }
+        (live, desired) => live == desired,
+    }
+}
+
+fn manifest_hash(manifest: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(manifest.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies `child` unless the live object already is what it wants. Returns whether it wrote.
+async fn apply(
+    client: &Client,
+    namespace: &str,
+    apis: &ServedApis,
+    child: &Child,
+) -> Result<bool, ReconcileError> {
+    let kind = child.kind(apis);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
+    let mut manifest = child.manifest(apis)?;
+    let hash = manifest_hash(&manifest);
+    if let Some(meta) = manifest.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(APPLIED_ANNOTATION.into(), hash.clone().into());
+        }
+    }
+    if let Some(live) = api.get_opt(child.name()).await? {
+        let same_hash = live.annotations().get(APPLIED_ANNOTATION) == Some(&hash);
+        if same_hash && contains(&serde_json::to_value(&live)?, &manifest) {
+            return Ok(false);
+        }
+    }
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch(child.name(), &params, &Patch::Apply(&manifest))
+        .await?;
+    Ok(true)
+}
+
+/// Deletes the children of `stack` that are no longer wanted. Returns how many.
+async fn delete_orphans(
+    client: &Client,
+    stack: &AppStack,
+    apis: &ServedApis,
+    wanted: &BTreeSet<(&'static str, String)>,
+) -> Result<usize, ReconcileError> {
+    let (Some(namespace), Some(uid)) = (stack.namespace(), stack.uid()) else {
+        return Ok(0);
+    };
+    let selector = format!(
+        "{STACK_LABEL}={},{MANAGED_BY_LABEL}={MANAGER}",
+        stack.name_any()
+    );
+    let mut deleted = 0;
+    for kind in managed_kinds(apis) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
+        for object in api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await?
+        {
+            let name = object.name_any();
+            let ours = object.owner_references().iter().any(|o| o.uid == uid);
+            if ours && !wanted.contains(&(kind.kind, name.clone())) {
+                // Background: the Job's pods, a Deployment's ReplicaSets go with them.
+                api.delete(&name, &DeleteParams::background()).await?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Creates auth's signing-key Secret when it does not exist; never overwrites it.
+async fn ensure_signing_keys(client: &Client, stack: &AppStack) -> Result<(), ReconcileError> {
+    let (Some(namespace), name) = (stack.namespace(), stack.name_any()) else {
+        return Ok(());
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    if secrets
+        .get_opt(&format!("{name}-signing-keys"))
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let pem = signing_key_pem()?;
+    let kid = format!(
+        "k{}",
+        k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    );
+    let secret = render::signing_key_secret(&name, &namespace, stack.uid().as_deref(), &kid, &pem);
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another replica (or a person) made it first: theirs stays.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A new Ed25519 key as PKCS#8 v1 PEM (what `appstack keygen` writes).
+fn signing_key_pem() -> Result<String, ReconcileError> {
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey as _, KeypairBytes, spki::der::pem::LineEnding};
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    v1.to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| ReconcileError::Key(e.to_string()))
+}
+
+/// The migration Job of `version`, as the server has it.
+async fn migration_state(
+    client: &Client,
+    stack: &AppStack,
+    needed: bool,
+) -> Result<Migration, ReconcileError> {
+    if !needed {
+        return Ok(Migration::NotNeeded);
+    }
+    let namespace = stack.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let name = migration_job_name(&stack.name_any(), &stack.spec.version);
+    let Some(job) = jobs.get_opt(&name).await? else {
+        return Ok(Migration::Running);
+    };
+    let status = job.status.unwrap_or_default();
+    if status.succeeded.unwrap_or(0) > 0 {
+        return Ok(Migration::Succeeded);
+    }
+    let failed = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    Ok(match failed {
+        Some(condition) => Migration::Failed(format!(
+            "job {name}: {}",
+            condition
+                .message
+                .or(condition.reason)
+                .unwrap_or_else(|| "failed".into())
+        )),
+        None => Migration::Running,
+    })
+}
+
+/// One pass over one AppStack.
+async fn reconcile(stack: Arc<AppStack>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let timer = ctx.metrics.start();
+    let result = reconcile_inner(&stack, &ctx).await;
+    ctx.metrics.finish(
+        timer,
+        result.as_ref().err().map(ReconcileError::metric_label),
+    );
+    result
+}
+
+async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, ReconcileError> {
+    let client = &ctx.client;
+    let namespace = stack.namespace().unwrap_or_default();
+    let previous = stack.status.clone();
+    let running = previous.as_ref().and_then(|s| s.version.clone());
+    let needs_migration = running.as_deref() != Some(stack.spec.version.as_str());
+    let migration = migration_state(client, stack, needs_migration).await?;
+    let rollout = Rollout {
+        running: running.clone(),
+        migrated: matches!(migration, Migration::Succeeded),
+    };
+
+    let mut problem = None;
+    let mut deployed_version = running.clone();
+    if !stack.spec.paused {
+        match render::render(stack, &ctx.apis, &rollout) {
+            Ok(desired) => {
+                ensure_signing_keys(client, stack).await?;
+                let mut wanted = BTreeSet::new();
+                for child in &desired.children {
+                    // A failed migration's Job is kept (its status is the evidence) but not
+                    // re-applied: a Job's template cannot change.
+                    apply(client, &namespace, &ctx.apis, child).await?;
+                    wanted.insert((child.kind(&ctx.apis).kind, child.name().to_owned()));
+                }
+                if matches!(migration, Migration::Failed(_) | Migration::Running) {
+                    wanted.insert((
+                        "Job",
+                        migration_job_name(&stack.name_any(), &stack.spec.version),
+                    ));
+                }
+                delete_orphans(client, stack, &ctx.apis, &wanted).await?;
+                deployed_version = desired.deployed_version.clone();
+                if !desired.unserved.is_empty() {
+                    problem = Some((
+                        "UnservedApi",
+                        format!(
+                            "the cluster serves no known version of {}; the rest is applied",
+                            desired.unserved.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Err(error) => problem = Some(("InvalidSpec", error.to_string())),
+        }
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let mut live = Vec::new();
+    for component in Component::ALL {
+        live.push(
+            deployments
+                .get_opt(&format!("{}-{}", stack.name_any(), component.role()))
+                .await?,
+        );
+    }
+    let observed = Observed {
+        generation: stack.metadata.generation,
+        version: &stack.spec.version,
+        deployed_version: deployed_version.as_deref(),
+        migration: migration.clone(),
+        deployments: [live[0].as_ref(), live[1].as_ref(), live[2].as_ref()],
+        problem: problem.clone(),
+        paused: stack.spec.paused,
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = status::compute(previous.as_ref(), &observed, &now);
+    if previous.as_ref() != Some(&status) {
+        let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
+        let patch = serde_json::json!({"status": status});
+        stacks
+            .patch_status(
+                &stack.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        publish_transitions(ctx, stack, previous.as_ref(), &status).await;
+    }
+    let in_motion = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Progressing" && c.status == "True");
+    Ok(Action::requeue(if in_motion {
+        PROGRESS_POLL
+    } else {
+        RESYNC
+    }))
+}
+
+/// An Event for each condition whose status changed.
+async fn publish_transitions(
+    ctx: &Context,
+    stack: &AppStack,
+    previous: Option<&crate::crd::AppStackStatus>,
+    now: &crate::crd::AppStackStatus,
+) {
+    let before: BTreeMap<&str, &str> = previous
+        .map(|p| {
+            p.conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = stack.object_ref(&());
+    for condition in &now.conditions {
+        if before.get(condition.type_.as_str()) == Some(&condition.status.as_str()) {
+            continue;
+        }
+        let warning = (condition.type_ == "Degraded" && condition.status == "True")
+            || (condition.type_ == "Available"
+                && condition.status == "False"
+                && previous.is_some());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: condition.reason.clone(),
+            note: Some(format!(
+                "{} is {}: {}",
+                condition.type_, condition.status, condition.message
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // An event that cannot be recorded is not worth failing the reconcile for.
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, "could not record an event");
+        }
+    }
+}
+
+fn error_policy(_stack: Arc<AppStack>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    // The controller's own backoff is per object; this is the floor.
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller over `namespace` (or all) until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics: crate::metrics::Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), kube::Error> {
+    let apis = discover(&client).await?;
+    tracing::info!(?apis, "served API versions");
+    let api = |c: &Client| -> Api<AppStack> {
+        match &namespace {
+            Some(ns) => Api::namespaced(c.clone(), ns),
+            None => Api::all(c.clone()),
+        }
+    };
+    fn owned<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let context = Arc::new(Context {
+        client: client.clone(),
+        apis,
+        reporter: Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+        metrics,
+    });
+    Controller::new(api(&client), watcher::Config::default())
+        .owns(owned::<Deployment>(&client, &namespace), children.clone())
+        .owns(owned::<Job>(&client, &namespace), children.clone())
+        .owns(owned::<ConfigMap>(&client, &namespace), children.clone())
+        .owns(owned::<Service>(&client, &namespace), children.clone())
+        .owns(
+            owned::<ServiceAccount>(&client, &namespace),
+            children.clone(),
+        )
+        .owns(
+            owned::<NetworkPolicy>(&client, &namespace),
+            children.clone(),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::contains;
+
+    #[test]
+    fn a_live_object_contains_what_was_applied_plus_what_the_server_added() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}], "x": 1}, "status": {}});
+        assert!(contains(&live, &desired));
+        assert!(!contains(
+            &json!({"spec": {"replicas": 3, "ports": [{"port": 80}]}}),
+            &desired
+        ));
+        assert!(!contains(
+            &json!({"spec": {"replicas": 2, "ports": []}}),
+            &desired
+        ));
+        assert!(!contains(&json!({}), &desired));
+    }
+}

@@ -1,0 +1,427 @@
+//! The operator against a real control plane (etcd, kube-apiserver, kube-controller-manager
+//! 1.20 from `KUBEBUILDER_ASSETS`): create, migrate, roll, restore, toggle, upgrade, delete.
+//!
+//! No kubelet runs here, so a migration Job is finished by writing its status — what the Job
+//! controller would write once a kubelet had run its pod (the Job controller is off in the
+//! test control plane, so nothing overwrites it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use appstack_operator::crd::{self, AppStack};
+use appstack_operator::metrics::Metrics;
+use appstack_tests::control_plane::ControlPlane;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::Client;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it gives a value, for at most [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < WAIT, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crd::crd();
+    // Created, as `kubectl create -f deploy/crds/` does: a 1.20 server drops the CEL rules
+    // it does not know (server-side apply would refuse them as undeclared fields).
+    match crds.create(&PostParams::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(other) => panic!("installing the CRD: {other}"),
+    }
+    eventually("the CRD to be established", || async {
+        let crd = crds.get("appstacks.appstack.dev").await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+fn quickstart(namespace: &str) -> AppStack {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/quickstart.yaml");
+    let mut stack: AppStack =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    stack.metadata.namespace = Some(namespace.into());
+    stack
+}
+
+struct Running {
+    client: Client,
+    namespace: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A namespace with the CRD, the database Secret, and the controller watching it.
+async fn operator() -> Running {
+    let plane = ControlPlane::shared().await.unwrap();
+    let client = plane.client().unwrap();
+    install_crd(&client).await;
+    let namespace = plane.namespace("op").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("shop-db-app".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "uri".into(),
+            "postgres://app:pw@db:5432/app".into(),
+        )])),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (run_client, run_namespace) = (client.clone(), namespace.clone());
+    let task = tokio::spawn(async move {
+        appstack_operator::controller::run(
+            run_client,
+            Some(run_namespace),
+            Metrics::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    Running {
+        client,
+        namespace,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn shut_down(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn dynamic(&self, api_version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    /// Finishes the migration Job `name` as the Job controller would: succeeded or failed.
+    async fn finish_job(&self, name: &str, succeeded: bool) {
+        let jobs: Api<Job> = self.api();
+        let job = eventually(&format!("job {name}"), || async {
+            jobs.get_opt(name).await.ok().flatten()
+        })
+        .await;
+        assert!(job.metadata.owner_references.is_some());
+        let now = "2026-12-01T00:00:00Z";
+        let status = if succeeded {
+            serde_json::json!({"status": {"succeeded": 1, "startTime": now, "completionTime": now,
+                "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]}})
+        } else {
+            serde_json::json!({"status": {"failed": 3, "startTime": now,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]}})
+        };
+        jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+
+    async fn deployment_image(&self, name: &str) -> Option<String> {
+        let deployments: Api<Deployment> = self.api();
+        let d = deployments.get_opt(name).await.ok()??;
+        d.spec?.template.spec?.containers.first()?.image.clone()
+    }
+
+    async fn condition(&self, kind: &str) -> Option<(String, String)> {
+        let stacks: Api<AppStack> = self.api();
+        let stack = stacks.get("shop").await.ok()?;
+        let c = stack
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == kind)?;
+        Some((c.status, c.reason))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appstack_becomes_its_children_and_the_operator_keeps_them_so() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    stacks
+        .create(&PostParams::default(), &quickstart(&op.namespace))
+        .await
+        .unwrap();
+
+    // First install: identities, config, services, policies and the migration; no Deployment
+    // before the migration succeeded.
+    let accounts: Api<ServiceAccount> = op.api();
+    for name in ["shop-main", "shop-auth", "shop-worker"] {
+        eventually(name, || async {
+            accounts.get_opt(name).await.ok().flatten()
+        })
+        .await;
+    }
+    let maps: Api<ConfigMap> = op.api();
+    let map = eventually("the ConfigMap", || async {
+        maps.get_opt("shop-config").await.ok().flatten()
+    })
+    .await;
+    let owner = &map.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("AppStack", Some(true))
+    );
+    let secrets: Api<Secret> = op.api();
+    let keys = eventually("the signing keys", || async {
+        secrets.get_opt("shop-signing-keys").await.ok().flatten()
+    })
+    .await;
+    let pem = keys.data.unwrap().into_values().next().unwrap();
+    assert!(
+        String::from_utf8(pem.0)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    assert!(
+        op.deployment_image("shop-main").await.is_none(),
+        "a Deployment before its migration"
+    );
+    assert_eq!(
+        op.condition("Progressing").await,
+        Some(("True".into(), "Migrating".into()))
+    );
+
+    op.finish_job("shop-migrate-0-1-0", true).await;
+    for name in ["shop-main", "shop-auth", "shop-worker"] {
+        let image = eventually(name, || op.deployment_image(name)).await;
+        assert_eq!(image, "localhost/appstack:0.1.0");
+    }
+    // 1.20 serves HPAs as autoscaling/v2beta2 and PDBs as policy/v1beta1 only: discovered.
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    let pdbs = op.dynamic(
+        "policy/v1beta1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+    );
+    eventually("the worker's HPA", || async {
+        hpas.get_opt("shop-worker").await.ok().flatten()
+    })
+    .await;
+    eventually("the worker's PDB", || async {
+        pdbs.get_opt("shop-worker").await.ok().flatten()
+    })
+    .await;
+    let jobs: Api<Job> = op.api();
+    eventually("the finished migration Job to go", || async {
+        jobs.get_opt("shop-migrate-0-1-0")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // A child deleted by hand comes back; one edited by hand is put back.
+    maps.delete("shop-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ConfigMap restored", || async {
+        maps.get_opt("shop-config").await.ok().flatten()
+    })
+    .await;
+    let deployments: Api<Deployment> = op.api();
+    let edit = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "appstack", "image": "evil/image:1"}]}}}});
+    deployments
+        .patch(
+            "shop-auth",
+            &PatchParams::default(),
+            &Patch::Strategic(&edit),
+        )
+        .await
+        .unwrap();
+    eventually("the auth image restored", || async {
+        (op.deployment_image("shop-auth").await.as_deref() == Some("localhost/appstack:0.1.0"))
+            .then_some(())
+    })
+    .await;
+
+    // Autoscaling off for the worker: its HPA goes, its Deployment gets a fixed count.
+    let off =
+        serde_json::json!({"spec": {"worker": {"autoscaling": {"enabled": false}, "replicas": 3}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    eventually("the worker's HPA deleted", || async {
+        hpas.get_opt("shop-worker")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let replicas = eventually("3 worker replicas", || async {
+        let d = deployments.get_opt("shop-worker").await.ok()??;
+        (d.spec?.replicas == Some(3)).then_some(3)
+    })
+    .await;
+    assert_eq!(replicas, 3);
+
+    // Deleted: the garbage collector takes every child with it.
+    stacks
+        .delete("shop", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("the children collected", || async {
+        let gone = deployments.get_opt("shop-main").await.ok()?.is_none()
+            && maps.get_opt("shop-config").await.ok()?.is_none()
+            && accounts.get_opt("shop-worker").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_migrates_first_and_a_failed_migration_stops_the_roll() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    stacks
+        .create(&PostParams::default(), &quickstart(&op.namespace))
+        .await
+        .unwrap();
+    op.finish_job("shop-migrate-0-1-0", true).await;
+    eventually("0.1.0 rolled", || async {
+        (op.deployment_image("shop-worker").await.as_deref() == Some("localhost/appstack:0.1.0"))
+            .then_some(())
+    })
+    .await;
+
+    // 0.2.0 fails to migrate: the Deployments keep 0.1.0 and the stack says why.
+    let bump = |version: &str| serde_json::json!({"spec": {"version": version}});
+    stacks
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&bump("0.2.0")),
+        )
+        .await
+        .unwrap();
+    op.finish_job("shop-migrate-0-2-0", false).await;
+    let degraded = eventually("Degraded", || async {
+        op.condition("Degraded").await.filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(degraded.1, "MigrationFailed");
+    assert_eq!(
+        op.deployment_image("shop-main").await.as_deref(),
+        Some("localhost/appstack:0.1.0")
+    );
+
+    // 0.3.0 migrates: then, and only then, the Deployments move to it.
+    stacks
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&bump("0.3.0")),
+        )
+        .await
+        .unwrap();
+    let jobs: Api<Job> = op.api();
+    eventually("the 0.3.0 migration", || async {
+        jobs.get_opt("shop-migrate-0-3-0").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        op.deployment_image("shop-main").await.as_deref(),
+        Some("localhost/appstack:0.1.0")
+    );
+    op.finish_job("shop-migrate-0-3-0", true).await;
+    for name in ["shop-main", "shop-auth", "shop-worker"] {
+        eventually("0.3.0 rolled", || async {
+            (op.deployment_image(name).await.as_deref() == Some("localhost/appstack:0.3.0"))
+                .then_some(())
+        })
+        .await;
+    }
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_server_accepts_but_the_rules_refuse_is_a_condition() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    let mut stack = quickstart(&op.namespace);
+    // 1.20 does not enforce CEL, so the schema lets this through; the render refuses it.
+    stack.spec.config.routes.get_mut("echo").unwrap().service = "nowhere".into();
+    stacks.create(&PostParams::default(), &stack).await.unwrap();
+    let degraded = eventually("Degraded", || async {
+        op.condition("Degraded").await.filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(degraded.1, "InvalidSpec");
+    let stack = stacks.get("shop").await.unwrap();
+    let message = stack
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(message.contains("config.routes.echo.service"), "{message}");
+    op.shut_down().await;
+}
