@@ -553,7 +553,20 @@ pub async fn run(
         },
         metrics,
     });
-    Controller::new(api(&client), watcher::Config::default())
+    let mut controller = Controller::new(api(&client), watcher::Config::default());
+    // HPAs and PDBs in whichever version the server serves (dynamic: 1.20's v2beta2 and
+    // v1beta1 have no typed counterpart in k8s-openapi).
+    for kind in managed_kinds(&apis) {
+        if matches!(kind.kind, "HorizontalPodAutoscaler" | "PodDisruptionBudget") {
+            let resource = api_resource(kind);
+            let dynamic: Api<DynamicObject> = match &namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            controller = controller.owns_with(dynamic, resource, children.clone());
+        }
+    }
+    controller
         .owns(owned::<Deployment>(&client, &namespace), children.clone())
         .owns(owned::<Job>(&client, &namespace), children.clone())
         .owns(owned::<ConfigMap>(&client, &namespace), children.clone())

@@ -99,12 +99,12 @@ pub fn compute(
                 .unwrap_or(0)
                 > 0
         });
-    // The version shown is the one that finished rolling out.
-    let version = if deployed_is_current && all_rolled {
-        Some(observed.version.to_owned())
-    } else {
-        previous.and_then(|p| p.version.clone())
-    };
+    // The version the Deployments run: its migration succeeded and they were given it
+    // (whether every pod has rolled to it yet is `Progressing`).
+    let version = observed
+        .deployed_version
+        .map(str::to_owned)
+        .or_else(|| previous.and_then(|p| p.version.clone()));
 
     let (progressing, progressing_reason, progressing_message) = if observed.paused {
         (
@@ -296,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_in_progress_is_progressing_and_keeps_the_previous_version() {
+    fn a_rollout_in_progress_is_progressing_at_its_new_version() {
         let rolling = deployment(2, 2, 1);
         let before = AppStackStatus {
             version: Some("1.0.0".into()),
@@ -307,7 +307,11 @@ mod tests {
             &observed([Some(&rolling); 3], Migration::Succeeded),
             &time(1),
         );
-        assert_eq!(status.version.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            status.version.as_deref(),
+            Some("2.0.0"),
+            "given to the Deployments"
+        );
         assert_eq!(condition(&status, "Progressing").reason, "RollingOut");
         let transition = condition(&status, "Progressing")
             .last_transition_time
@@ -327,6 +331,7 @@ mod tests {
     #[test]
     fn missing_deployments_and_problems_show() {
         let mut seen = observed([None; 3], Migration::Running);
+        seen.deployed_version = None;
         seen.problem = Some(("InvalidSpec", "config.routes.x.service: unknown".into()));
         let status = compute(None, &seen, &time(0));
         assert_eq!(condition(&status, "Available").status, "False");

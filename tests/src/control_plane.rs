@@ -151,19 +151,36 @@ async fn adopt(dir: &Path) -> Option<ControlPlane> {
     Some(plane)
 }
 
+/// The assets folder: `KUBEBUILDER_ASSETS`, else the cached build, else built now by
+/// `tests/tools/build-envtest-assets.sh` (once, about 6 minutes on 2 cores; the caller holds
+/// the lock, so parallel tests wait for one build).
 fn assets() -> anyhow::Result<PathBuf> {
-    let dir = std::env::var_os(ASSETS_ENV)
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            // Where ../shared/tools/envtest/build-assets.sh caches its build.
-            let home = std::env::var_os("HOME")?;
-            let cached = PathBuf::from(home).join(".cache/envtest-debian/1.20.2-reflect2");
-            cached.join("kube-apiserver").exists().then_some(cached)
-        });
-    let dir = dir.with_context(|| {
-        format!("{ASSETS_ENV} is not set: export {ASSETS_ENV}=\"$(tests/tools/build-envtest-assets.sh)\"")
-    })?;
+    if let Some(dir) = std::env::var_os(ASSETS_ENV).filter(|d| !d.is_empty()) {
+        return checked(PathBuf::from(dir));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let cached = PathBuf::from(home).join(".cache/envtest-debian/1.20.2-reflect2");
+        if cached.join("kube-apiserver").exists() {
+            return checked(cached);
+        }
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build-envtest-assets.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed; or set {ASSETS_ENV} to a folder with etcd, kube-apiserver and kube-controller-manager",
+        script.display()
+    );
+    checked(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
+fn checked(dir: PathBuf) -> anyhow::Result<PathBuf> {
     for binary in ["etcd", "kube-apiserver", "kube-controller-manager"] {
         anyhow::ensure!(
             dir.join(binary).exists(),

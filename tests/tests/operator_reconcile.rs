@@ -19,8 +19,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -233,10 +233,11 @@ async fn an_appstack_becomes_its_children_and_the_operator_keeps_them_so() {
         op.deployment_image("shop-main").await.is_none(),
         "a Deployment before its migration"
     );
-    assert_eq!(
-        op.condition("Progressing").await,
-        Some(("True".into(), "Migrating".into()))
-    );
+    eventually("Progressing/Migrating", || async {
+        (op.condition("Progressing").await == Some(("True".into(), "Migrating".into())))
+            .then_some(())
+    })
+    .await;
 
     op.finish_job("shop-migrate-0-1-0", true).await;
     for name in ["shop-main", "shop-auth", "shop-worker"] {

@@ -12,8 +12,8 @@ pub struct AppStackStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The version the components run (its migration succeeded and the Deployments were
-    /// rolled to it).
+    /// The version the components run: its migration succeeded and the Deployments were
+    /// given it (`Progressing` says whether every pod has rolled to it yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// `Available`, `Progressing` and `Degraded`, with reasons.

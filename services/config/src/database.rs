@@ -14,6 +14,9 @@ use crate::{Problems, Validate};
 pub struct DatabaseConfig {
     /// `postgres://user:password@host:port/database?sslmode=…`; also read from the
     /// `DATABASE_URL` environment variable. Required.
+    // Unset is left out when written (an operator-rendered file, an AppStack): the URL
+    // comes from the environment there.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// Most connections the pool opens. Count, at least `1`; default `20`.
     pub max_connections: u32,
