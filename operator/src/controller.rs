@@ -395,7 +395,9 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                 for child in &desired.children {
                     // A failed migration's Job is kept (its status is the evidence) but not
                     // re-applied: a Job's template cannot change.
-                    apply(client, &namespace, &ctx.apis, child).await?;
+                    if apply(client, &namespace, &ctx.apis, child).await? {
+                        ctx.metrics.wrote();
+                    }
                     wanted.insert((child.kind(&ctx.apis).kind, child.name().to_owned()));
                 }
                 if matches!(migration, Migration::Failed(_) | Migration::Running) {
@@ -404,7 +406,9 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                         migration_job_name(&stack.name_any(), &stack.spec.version),
                     ));
                 }
-                delete_orphans(client, stack, &ctx.apis, &wanted).await?;
+                for _ in 0..delete_orphans(client, stack, &ctx.apis, &wanted).await? {
+                    ctx.metrics.wrote();
+                }
                 deployed_version = desired.deployed_version.clone();
                 if !desired.unserved.is_empty() {
                     problem = Some((
@@ -450,6 +454,7 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                 &Patch::Merge(&patch),
             )
             .await?;
+        ctx.metrics.wrote();
         publish_transitions(ctx, stack, previous.as_ref(), &status).await;
     }
     let in_motion = status

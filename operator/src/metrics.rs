@@ -19,6 +19,7 @@ struct Reason {
 #[derive(Clone)]
 pub struct Metrics {
     reconciles: Counter,
+    writes: Counter,
     failures: Family<Reason, Counter>,
     duration: Histogram,
     registry: Arc<Registry>,
@@ -27,10 +28,16 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let reconciles = Counter::default();
+        let writes = Counter::default();
         let failures = Family::<Reason, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let mut registry = Registry::with_prefix("appstack_operator");
         registry.register("reconciles", "Reconciles of AppStacks", reconciles.clone());
+        registry.register(
+            "api_writes",
+            "Writes to the API server: children applied or deleted, statuses written",
+            writes.clone(),
+        );
         registry.register(
             "reconcile_failures",
             "Failed reconciles, by reason",
@@ -43,6 +50,7 @@ impl Default for Metrics {
         );
         Self {
             reconciles,
+            writes,
             failures,
             duration,
             registry: Arc::new(registry),
@@ -71,6 +79,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The operator wrote to the API server (an apply, a delete, a status).
+    pub fn wrote(&self) {
+        self.writes.inc();
+    }
+
+    /// Writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    /// Failed reconciles so far, every reason.
+    pub fn failures(&self) -> u64 {
+        ["api_refused", "api_unreachable", "serialize", "signing_key"]
+            .into_iter()
+            .map(|reason| self.failures.get_or_create(&Reason { reason }).get())
+            .sum()
     }
 
     /// Reconciles so far.

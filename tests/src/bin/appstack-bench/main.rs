@@ -46,6 +46,9 @@
 //! - `end-to-end`: submit → succeeded through the whole stack: `completed_per_sec`, and
 //!   at half that rate `enqueue_to_start_p50_ms` (goal ≤ 5) and `_p99_ms` (goal ≤ 25).
 //!
+//! - `operator`: the operator on the test control plane: `create_to_applied_p50_ms`,
+//!   `steady_state_writes_per_resync` (goal 0), `operator_rss_mib`, and `render_per_sec`.
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -54,6 +57,7 @@ mod auth_login;
 mod auth_verify;
 mod end_to_end;
 mod measure;
+mod operator;
 mod queue;
 mod requests;
 mod resilience;
@@ -110,6 +114,9 @@ enum Scenario {
     /// Submit → succeeded through the whole stack: the sustained rate, and enqueue-to-start
     /// latency at half of it (goals: p50 <= 5 ms, p99 <= 25 ms).
     EndToEnd,
+    /// The operator on the test control plane: create → applied, API writes per
+    /// steady-state resync (goal 0), resident memory, and the pure render rate.
+    Operator,
 }
 
 /// Options of `auth-login`.
@@ -142,5 +149,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Submit => requests::run(cli.seconds, false),
         Scenario::Get => requests::run(cli.seconds, true),
         Scenario::EndToEnd => end_to_end::run(cli.seconds),
+        Scenario::Operator => operator::run(cli.seconds),
     }
 }
