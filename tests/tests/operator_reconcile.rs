@@ -73,6 +73,7 @@ fn quickstart(namespace: &str) -> AppStack {
 struct Running {
     client: Client,
     namespace: String,
+    metrics: Metrics,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -99,26 +100,36 @@ async fn operator() -> Running {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (run_client, run_namespace) = (client.clone(), namespace.clone());
-    let task = tokio::spawn(async move {
-        appstack_operator::controller::run(
-            run_client,
-            Some(run_namespace),
-            Metrics::default(),
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
+    let metrics = Metrics::default();
+    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
     Running {
         client,
         namespace,
+        metrics,
         stop,
         task,
     }
+}
+
+/// The controller over `namespace`, counting into `metrics`, until the sender is used.
+fn start_controller(
+    client: &Client,
+    namespace: &str,
+    metrics: Metrics,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (client, namespace) = (client.clone(), namespace.to_owned());
+    let task = tokio::spawn(async move {
+        appstack_operator::controller::run(client, Some(namespace), metrics, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (stop, task)
 }
 
 impl Running {
@@ -425,4 +436,51 @@ async fn a_spec_the_server_accepts_but_the_rules_refuse_is_a_condition() {
         .message;
     assert!(message.contains("config.routes.echo.service"), "{message}");
     op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    stacks
+        .create(&PostParams::default(), &quickstart(&op.namespace))
+        .await
+        .unwrap();
+    op.finish_job("shop-migrate-0-1-0", true).await;
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    eventually("every child", || async {
+        hpas.get_opt("shop-worker").await.ok().flatten()
+    })
+    .await;
+    // Settled: no write for two seconds.
+    let mut last = (op.metrics.writes(), Instant::now());
+    while last.1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if op.metrics.writes() != last.0 {
+            last = (op.metrics.writes(), Instant::now());
+        }
+    }
+    let (client, namespace) = (op.client.clone(), op.namespace.clone());
+    op.shut_down().await;
+
+    // A new operator process (fresh memory) looks at the same stack.
+    let metrics = Metrics::default();
+    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
+    eventually("the new operator's first reconcile", || async {
+        (metrics.reconciles() > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(metrics.failures(), 0);
+    assert_eq!(
+        metrics.writes(),
+        0,
+        "a restart rewrote children or status of an unchanged stack"
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
