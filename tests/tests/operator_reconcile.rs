@@ -133,6 +133,16 @@ fn start_controller(
 }
 
 impl Running {
+    /// Creates the quickstart stack and finishes its first migration.
+    async fn create_migrated(&self) {
+        let stacks: Api<AppStack> = self.api();
+        stacks
+            .create(&PostParams::default(), &quickstart(&self.namespace))
+            .await
+            .unwrap();
+        self.finish_job("shop-migrate-0-1-0", true).await;
+    }
+
     async fn shut_down(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
@@ -351,11 +361,7 @@ async fn an_appstack_becomes_its_children_and_the_operator_keeps_them_so() {
 async fn a_new_version_migrates_first_and_a_failed_migration_stops_the_roll() {
     let op = operator().await;
     let stacks: Api<AppStack> = op.api();
-    stacks
-        .create(&PostParams::default(), &quickstart(&op.namespace))
-        .await
-        .unwrap();
-    op.finish_job("shop-migrate-0-1-0", true).await;
+    op.create_migrated().await;
     eventually("0.1.0 rolled", || async {
         (op.deployment_image("shop-worker").await.as_deref() == Some("localhost/appstack:0.1.0"))
             .then_some(())
@@ -441,12 +447,7 @@ async fn a_spec_the_server_accepts_but_the_rules_refuse_is_a_condition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
     let op = operator().await;
-    let stacks: Api<AppStack> = op.api();
-    stacks
-        .create(&PostParams::default(), &quickstart(&op.namespace))
-        .await
-        .unwrap();
-    op.finish_job("shop-migrate-0-1-0", true).await;
+    op.create_migrated().await;
     let hpas = op.dynamic(
         "autoscaling/v2beta2",
         "HorizontalPodAutoscaler",
