@@ -240,6 +240,11 @@ async fn apply(
         }
     }
     if let Some(live) = api.get_opt(child.name()).await? {
+        // A Job's template cannot change: an existing migration stays as it is (to retry a
+        // failed one for the same version, delete it).
+        if matches!(child, Child::Migration(_)) {
+            return Ok(false);
+        }
         let same_hash = live.annotations().get(APPLIED_ANNOTATION) == Some(&hash);
         if same_hash && contains(&serde_json::to_value(&live)?, &manifest) {
             return Ok(false);
@@ -393,8 +398,8 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                 ensure_signing_keys(client, stack).await?;
                 let mut wanted = BTreeSet::new();
                 for child in &desired.children {
-                    // A failed migration's Job is kept (its status is the evidence) but not
-                    // re-applied: a Job's template cannot change.
+                    // A failed migration's Job is kept (its status is the evidence); an
+                    // existing Job is never re-applied (see `apply`).
                     if apply(client, &namespace, &ctx.apis, child).await? {
                         ctx.metrics.wrote();
                     }

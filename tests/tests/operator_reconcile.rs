@@ -388,6 +388,23 @@ async fn a_new_version_migrates_first_and_a_failed_migration_stops_the_roll() {
         op.deployment_image("shop-main").await.as_deref(),
         Some("localhost/appstack:0.1.0")
     );
+    // A change to every pod's template (the Job's too) while that failed Job stands — its
+    // template cannot change — still reaches everything else.
+    let traced =
+        serde_json::json!({"spec": {"observability": {"otlpEndpoint": "http://collector:4317"}}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&traced))
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = op.api();
+    eventually("the Deployments to follow", || async {
+        let d = deployments.get_opt("shop-main").await.ok()??;
+        let env = d.spec?.template.spec?.containers.first()?.env.clone()?;
+        env.iter()
+            .any(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+            .then_some(())
+    })
+    .await;
 
     // 0.3.0 migrates: then, and only then, the Deployments move to it.
     stacks
