@@ -474,9 +474,25 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
         hpas.get_opt("shop-worker").await.ok().flatten()
     })
     .await;
-    // Settled: no write for two seconds.
+    // Settled: the migration Job gone, every Deployment's status written by the
+    // controller-manager and seen in the AppStack's (those are real changes, each a status
+    // write), then no write for five seconds.
+    let jobs: Api<Job> = op.api();
+    let deployments: Api<Deployment> = op.api();
+    eventually("the stack to settle", || async {
+        if jobs.get_opt("shop-migrate-0-1-0").await.ok()?.is_some() {
+            return None;
+        }
+        for name in ["shop-main", "shop-auth", "shop-worker"] {
+            let d = deployments.get_opt(name).await.ok()??;
+            let status = d.status?;
+            (status.observed_generation? >= d.metadata.generation?).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
     let mut last = (op.metrics.writes(), Instant::now());
-    while last.1.elapsed() < Duration::from_secs(2) {
+    while last.1.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if op.metrics.writes() != last.0 {
             last = (op.metrics.writes(), Instant::now());
