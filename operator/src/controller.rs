@@ -53,7 +53,11 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// A short, bounded label for metrics.
+    /// Every value [`metric_label`](Self::metric_label) gives.
+    pub const METRIC_LABELS: [&'static str; 4] =
+        ["api_refused", "api_unreachable", "serialize", "signing_key"];
+
+    /// A short, bounded label for metrics (one of [`METRIC_LABELS`](Self::METRIC_LABELS)).
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(kube::Error::Api(_)) => "api_refused",

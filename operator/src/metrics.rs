@@ -93,7 +93,7 @@ impl Metrics {
 
     /// Failed reconciles so far, every reason.
     pub fn failures(&self) -> u64 {
-        ["api_refused", "api_unreachable", "serialize", "signing_key"]
+        crate::controller::ReconcileError::METRIC_LABELS
             .into_iter()
             .map(|reason| self.failures.get_or_create(&Reason { reason }).get())
             .sum()

@@ -205,16 +205,20 @@ pub struct Desired {
 ///
 /// [`RenderError::Unnamed`] for a resource without a name or namespace.
 pub fn services_config(stack: &AppStack) -> Result<appstack_config::StackConfig, RenderError> {
+    Ok(config_file::stack_config(&stack.spec, &owner_of(stack)?))
+}
+
+/// What every child needs of `stack`: its name, namespace, uid and version.
+fn owner_of(stack: &AppStack) -> Result<Owner, RenderError> {
     let (Some(name), Some(namespace)) = (&stack.metadata.name, &stack.metadata.namespace) else {
         return Err(RenderError::Unnamed);
     };
-    let owner = Owner {
+    Ok(Owner {
         name: name.clone(),
         namespace: namespace.clone(),
         uid: stack.metadata.uid.clone(),
         version: stack.spec.version.clone(),
-    };
-    Ok(config_file::stack_config(&stack.spec, &owner))
+    })
 }
 
 /// Renders `stack` for a cluster serving `apis`, at `rollout`.
@@ -227,17 +231,9 @@ pub fn render(
     apis: &ServedApis,
     rollout: &Rollout,
 ) -> Result<Desired, RenderError> {
-    let (Some(name), Some(namespace)) = (&stack.metadata.name, &stack.metadata.namespace) else {
-        return Err(RenderError::Unnamed);
-    };
+    let owner = owner_of(stack)?;
     let spec = &stack.spec;
     check_spec(spec)?;
-    let owner = Owner {
-        name: name.clone(),
-        namespace: namespace.clone(),
-        uid: stack.metadata.uid.clone(),
-        version: spec.version.clone(),
-    };
     let file = config_file::config_file(spec, &owner)?;
 
     let mut children = Vec::new();
