@@ -477,25 +477,27 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
     }))
 }
 
-/// An Event for each condition whose status changed.
+/// An Event for each condition whose status or reason changed (Migrating → RollingOut is a
+/// step worth seeing in `kubectl describe`, though Progressing stays True).
 async fn publish_transitions(
     ctx: &Context,
     stack: &AppStack,
     previous: Option<&crate::crd::AppStackStatus>,
     now: &crate::crd::AppStackStatus,
 ) {
-    let before: BTreeMap<&str, &str> = previous
+    let before: BTreeMap<&str, (&str, &str)> = previous
         .map(|p| {
             p.conditions
                 .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str()))
+                .map(|c| (c.type_.as_str(), (c.status.as_str(), c.reason.as_str())))
                 .collect()
         })
         .unwrap_or_default();
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let reference = stack.object_ref(&());
     for condition in &now.conditions {
-        if before.get(condition.type_.as_str()) == Some(&condition.status.as_str()) {
+        let current = (condition.status.as_str(), condition.reason.as_str());
+        if before.get(condition.type_.as_str()) == Some(&current) {
             continue;
         }
         let warning = (condition.type_ == "Degraded" && condition.status == "True")

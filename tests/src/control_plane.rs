@@ -56,7 +56,7 @@ impl ControlPlane {
         let lock = lock(&dir)?;
         let plane = match adopt(&dir).await {
             Some(plane) => plane,
-            None => start(&dir).await?,
+            None => start(&dir, &[], true).await?,
         };
         drop(lock);
         Ok(plane)
@@ -105,6 +105,45 @@ impl ControlPlane {
             .await
             .with_context(|| format!("creating namespace {name}"))?;
         Ok(name)
+    }
+}
+
+/// A control plane of one test's own (etcd and kube-apiserver, no controller-manager), for a
+/// case that needs a server configured unlike the shared one — an API group switched off,
+/// say. About 10 s to start; stopped and removed when dropped.
+pub struct PrivateControlPlane {
+    /// The running plane.
+    pub plane: ControlPlane,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateControlPlane {
+    /// Starts one whose apiserver also gets `extra_apiserver_args`
+    /// (`--runtime-config=policy/v1beta1=false`, say).
+    ///
+    /// # Errors
+    ///
+    /// When the assets are missing or a component does not start.
+    pub async fn start(extra_apiserver_args: &[&str]) -> anyhow::Result<Self> {
+        let parent = state_dir();
+        std::fs::create_dir_all(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("private-")
+            .tempdir_in(&parent)
+            .context("making the private control plane's folder")?;
+        match start(dir.path(), extra_apiserver_args, false).await {
+            Ok(plane) => Ok(Self { plane, dir }),
+            Err(error) => {
+                stop_recorded(dir.path());
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        stop_recorded(self.dir.path());
     }
 }
 
@@ -212,7 +251,13 @@ fn spawn(dir: &Path, name: &str, binary: &Path, args: &[String]) -> anyhow::Resu
     Ok(())
 }
 
-async fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
+/// Starts etcd and kube-apiserver (with `extra_apiserver_args`) in `dir`, then the
+/// controller-manager when `controller_manager` is set.
+async fn start(
+    dir: &Path,
+    extra_apiserver_args: &[&str],
+    controller_manager: bool,
+) -> anyhow::Result<ControlPlane> {
     let assets = assets()?;
     stop_recorded(dir);
     for stale in ["etcd-data", "certs"] {
@@ -252,25 +297,27 @@ async fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
             "--unsafe-no-fsync=true".into(),
         ],
     )?;
+    let mut apiserver_args = vec![
+        format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--secure-port={api_port}"),
+        "--insecure-port=0".into(),
+        format!("--cert-dir={}", path(&certs)),
+        format!("--token-auth-file={}", path(&certs.join("tokens.csv"))),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        format!("--service-account-key-file={}", path(&sa_key)),
+        format!("--service-account-signing-key-file={}", path(&sa_key)),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+    ];
+    apiserver_args.extend(extra_apiserver_args.iter().map(|a| (*a).to_owned()));
     spawn(
         dir,
         "kube-apiserver",
         &assets.join("kube-apiserver"),
-        &[
-            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--secure-port={api_port}"),
-            "--insecure-port=0".into(),
-            format!("--cert-dir={}", path(&certs)),
-            format!("--token-auth-file={}", path(&certs.join("tokens.csv"))),
-            "--authorization-mode=RBAC".into(),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--allow-privileged=true".into(),
-            format!("--service-account-key-file={}", path(&sa_key)),
-            format!("--service-account-signing-key-file={}", path(&sa_key)),
-            "--service-account-issuer=https://kubernetes.default.svc".into(),
-        ],
+        &apiserver_args,
     )?;
     let plane = ControlPlane {
         url: format!("https://127.0.0.1:{api_port}"),
@@ -280,6 +327,9 @@ async fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
     wait_ready(&plane, dir).await?;
     std::fs::write(dir.join(PORT_FILE), api_port.to_string())?;
     std::fs::write(&plane.kubeconfig, kubeconfig(&plane))?;
+    if !controller_manager {
+        return Ok(plane);
+    }
     spawn(dir, "kube-controller-manager", &assets.join("kube-controller-manager"), &[
         format!("--kubeconfig={}", path(&plane.kubeconfig)),
         format!("--service-account-private-key-file={}", path(&sa_key)),
@@ -339,18 +389,40 @@ current-context: test
     )
 }
 
-/// Kills the processes recorded in `dir` (a stale run's, before a new start).
+/// Kills the processes recorded in `dir` (a stale run's, before a new start) and waits a
+/// little for them to go, so their files can be removed.
 fn stop_recorded(dir: &Path) {
+    let mut killed = Vec::new();
     for name in ["kube-controller-manager", "kube-apiserver", "etcd"] {
         let pid_file = dir.join(format!("{name}.pid"));
         if let Ok(pid) = std::fs::read_to_string(&pid_file)
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
             let _ = Command::new("kill").arg(pid.to_string()).status();
+            killed.push(pid);
         }
         let _ = std::fs::remove_file(pid_file);
     }
     let _ = std::fs::remove_file(dir.join(PORT_FILE));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && killed
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists() && !zombie(*pid))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `pid` has exited but not been reaped (a child of this process's parent).
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 /// Stops the shared control plane.

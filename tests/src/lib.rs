@@ -1,10 +1,11 @@
 //! Test support for AppStack's cross-crate and end-to-end suites: a private PostgreSQL
 //! ([`pg`]), a Kubernetes control plane ([`control_plane`]) and an in-process auth server on
-//! loopback ([`auth_server`]).
+//! loopback ([`auth_server`]), and what the operator suites set up ([`operator_fixture`]).
 
 pub mod auth_server;
 pub mod clients;
 pub mod control_plane;
+pub mod operator_fixture;
 pub mod pg;
 pub mod processes;
 pub mod raw_grpc;

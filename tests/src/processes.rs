@@ -1,5 +1,5 @@
-//! Real `appstack` processes for the suites that kill them: the binary, a worker's config
-//! file, and spawning.
+//! Real `appstack` and `appstack-operator` processes for the suites that kill them: the
+//! binaries, a worker's config file, and spawning.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,18 +14,64 @@ use tokio::process::{Child, Command};
 ///
 /// When it has not been built.
 pub fn appstack_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("appstack")
+}
+
+/// The workspace binary `name` in the running executable's target folder (`target/debug`
+/// for a test, `target/release` for the release bench).
+///
+/// # Errors
+///
+/// When it has not been built.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
+    let mut dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("{} has no target folder", exe.display()))?;
-    let binary = dir.join("appstack");
+        .ok_or_else(|| anyhow::anyhow!("{} has no folder", exe.display()))?;
+    // A test runs from `<profile>/deps`, a binary from `<profile>`.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("{} has no target folder", exe.display()))?;
+    }
+    let binary = dir.join(name);
     anyhow::ensure!(
         binary.exists(),
         "{} is missing: build the workspace (cargo build --workspace) first",
         binary.display()
     );
     Ok(binary)
+}
+
+/// Starts `appstack-operator run` over `namespace` with leader election on a Lease there,
+/// as `identity`, its admin port on `admin_addr`, talking to the apiserver of `kubeconfig`
+/// (killed if dropped; its log goes to this process's standard error).
+///
+/// # Errors
+///
+/// When the binary is missing or cannot be started.
+pub fn spawn_operator(
+    kubeconfig: &Path,
+    namespace: &str,
+    identity: &str,
+    admin_addr: std::net::SocketAddr,
+) -> anyhow::Result<Child> {
+    Ok(Command::new(workspace_binary("appstack-operator")?)
+        .args([
+            "run",
+            "--namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+        ])
+        .args(["--identity", identity])
+        .arg("--admin-addr")
+        .arg(admin_addr.to_string())
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
 }
 
 /// Writes a worker's configuration into `dir`: `database_url`, quick queue timings, the

@@ -7,18 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use appstack_operator::crd::{self, AppStack};
+use appstack_operator::crd::AppStack;
 use appstack_operator::metrics::Metrics;
-use appstack_tests::control_plane::ControlPlane;
+use appstack_tests::control_plane::{ControlPlane, PrivateControlPlane};
+use appstack_tests::operator_fixture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 
@@ -40,34 +38,8 @@ where
     }
 }
 
-async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crd::crd();
-    // Created, as `kubectl create -f deploy/crds/` does: a 1.20 server drops the CEL rules
-    // it does not know (server-side apply would refuse them as undeclared fields).
-    match crds.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(other) => panic!("installing the CRD: {other}"),
-    }
-    eventually("the CRD to be established", || async {
-        let crd = crds.get("appstacks.appstack.dev").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
 fn quickstart(namespace: &str) -> AppStack {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/quickstart.yaml");
-    let mut stack: AppStack =
-        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    stack.metadata.namespace = Some(namespace.into());
-    stack
+    operator_fixture::quickstart(namespace).unwrap()
 }
 
 struct Running {
@@ -82,22 +54,9 @@ struct Running {
 async fn operator() -> Running {
     let plane = ControlPlane::shared().await.unwrap();
     let client = plane.client().unwrap();
-    install_crd(&client).await;
+    operator_fixture::install_crd(&client).await.unwrap();
     let namespace = plane.namespace("op").await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("shop-db-app".into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(
-            "uri".into(),
-            "postgres://app:pw@db:5432/app".into(),
-        )])),
-        ..Secret::default()
-    };
-    secrets
-        .create(&PostParams::default(), &secret)
+    operator_fixture::create_database_secret(&client, &namespace)
         .await
         .unwrap();
     let metrics = Metrics::default();
@@ -179,16 +138,7 @@ impl Running {
         })
         .await;
         assert!(job.metadata.owner_references.is_some());
-        let now = "2026-12-01T00:00:00Z";
-        let status = if succeeded {
-            serde_json::json!({"status": {"succeeded": 1, "startTime": now, "completionTime": now,
-                "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]}})
-        } else {
-            serde_json::json!({"status": {"failed": 3, "startTime": now,
-                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                    "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]}})
-        };
-        jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        operator_fixture::finish_job(&self.client, &self.namespace, name, succeeded)
             .await
             .unwrap();
     }
@@ -294,6 +244,27 @@ async fn an_appstack_becomes_its_children_and_the_operator_keeps_them_so() {
             .then_some(())
     })
     .await;
+
+    // Each condition's transitions were recorded as Events on the AppStack.
+    let events: Api<k8s_openapi::api::events::v1::Event> = op.api();
+    let reasons = eventually("Events for the migration and the roll-out", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("AppStack"))
+            .filter_map(|e| e.reason)
+            .collect();
+        (reasons.iter().any(|r| r == "Migrating") && reasons.iter().any(|r| r == "RollingOut"))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons.iter().any(|r| r == "ComponentsUnavailable"),
+        "{reasons:?}"
+    );
 
     // A child deleted by hand comes back; one edited by hand is put back.
     maps.delete("shop-config", &DeleteParams::default())
@@ -517,4 +488,137 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
     );
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stack_is_left_as_it_is_and_its_status_stays_current() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    op.create_migrated().await;
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    eventually("every child", || async {
+        hpas.get_opt("shop-worker").await.ok().flatten()
+    })
+    .await;
+
+    let pause = serde_json::json!({"spec": {"paused": true}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&pause))
+        .await
+        .unwrap();
+    eventually("Progressing/Paused", || async {
+        (op.condition("Progressing").await == Some(("False".into(), "Paused".into()))).then_some(())
+    })
+    .await;
+    // While paused: a spec change is not applied and a child deleted by hand stays deleted,
+    // but the status follows the spec's generation.
+    let off =
+        serde_json::json!({"spec": {"worker": {"autoscaling": {"enabled": false}, "replicas": 3}}});
+    let changed = stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = op.api();
+    maps.delete("shop-config", &DeleteParams::default())
+        .await
+        .unwrap();
+    let generation = changed.metadata.generation;
+    eventually("the status to observe the paused change", || async {
+        let status = stacks.get("shop").await.ok()?.status?;
+        (status.observed_generation == generation).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        hpas.get_opt("shop-worker").await.unwrap().is_some(),
+        "a paused stack lost its HPA"
+    );
+    assert!(
+        maps.get_opt("shop-config").await.unwrap().is_none(),
+        "a paused stack's child was restored"
+    );
+    let deployments: Api<Deployment> = op.api();
+    let worker = deployments.get("shop-worker").await.unwrap();
+    assert_ne!(worker.spec.unwrap().replicas, Some(3));
+
+    // Resumed: everything the spec says, at once.
+    let resume = serde_json::json!({"spec": {"paused": false}});
+    stacks
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
+    eventually("the ConfigMap restored", || async {
+        maps.get_opt("shop-config").await.ok().flatten()
+    })
+    .await;
+    eventually("the HPA deleted and 3 replicas", || async {
+        let gone = hpas.get_opt("shop-worker").await.ok()?.is_none();
+        let d = deployments.get_opt("shop-worker").await.ok()??;
+        (gone && d.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_the_server_does_not_serve_is_a_condition_and_the_rest_is_applied() {
+    // A server of its own with HPAs (autoscaling/v2beta2) and PDBs (policy/v1beta1) off:
+    // what a cluster serving only versions this operator does not know looks like.
+    let private = PrivateControlPlane::start(&[
+        "--runtime-config=autoscaling/v2beta2=false,policy/v1beta1=false",
+    ])
+    .await
+    .unwrap();
+    let client = private.plane.client().unwrap();
+    operator_fixture::install_crd(&client).await.unwrap();
+    let namespace = private.plane.namespace("unserved").await.unwrap();
+    operator_fixture::create_database_secret(&client, &namespace)
+        .await
+        .unwrap();
+    let metrics = Metrics::default();
+    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
+    let op = Running {
+        client,
+        namespace,
+        metrics,
+        stop,
+        task,
+    };
+    op.create_migrated().await;
+
+    let degraded = eventually("Degraded/UnservedApi", || async {
+        op.condition("Degraded").await.filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(degraded.1, "UnservedApi");
+    let stacks: Api<AppStack> = op.api();
+    let message = stacks
+        .get("shop")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("HorizontalPodAutoscaler") && message.contains("PodDisruptionBudget"),
+        "{message}"
+    );
+    for name in ["shop-main", "shop-auth", "shop-worker"] {
+        let image = eventually(name, || op.deployment_image(name)).await;
+        assert_eq!(image, "localhost/appstack:0.1.0");
+    }
+    assert_eq!(
+        op.metrics.failures(),
+        0,
+        "an unserved API failed reconciles instead of being reported"
+    );
+    op.shut_down().await;
 }

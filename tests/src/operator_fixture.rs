@@ -1,0 +1,116 @@
+//! What the operator suites and the operator benchmark set up on a control plane: the CRD,
+//! the example stack, its database Secret, and a migration Job finished as the Job
+//! controller would finish it (there is no kubelet to run its pod).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use appstack_operator::crd::{self, AppStack};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+
+/// The database Secret the example stacks name.
+pub const DATABASE_SECRET: &str = "shop-db-app";
+
+/// Installs the AppStack CRD (unless it exists) and waits until it is established.
+///
+/// Created, as `kubectl create -f deploy/crds/` does: a 1.20 server drops the CEL rules it
+/// does not know, where server-side apply would refuse them as undeclared fields.
+///
+/// # Errors
+///
+/// When the server refuses it or it is not established within 30 s.
+pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.create(&PostParams::default(), &crd::crd()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(other) => return Err(other).context("installing the CRD"),
+    }
+    let started = Instant::now();
+    loop {
+        let crd = crds.get("appstacks.appstack.dev").await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the CRD was not established within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `deploy/examples/quickstart.yaml` in `namespace`.
+///
+/// # Errors
+///
+/// When the example cannot be read or parsed.
+pub fn quickstart(namespace: &str) -> anyhow::Result<AppStack> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/quickstart.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut stack: AppStack = serde_norway::from_str(&text).context("parsing the quickstart")?;
+    stack.metadata.namespace = Some(namespace.into());
+    Ok(stack)
+}
+
+/// Creates [`DATABASE_SECRET`] in `namespace`, holding a `postgres://` URI under `uri`.
+///
+/// # Errors
+///
+/// When the server refuses it.
+pub async fn create_database_secret(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(DATABASE_SECRET.into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([("uri".to_owned(), "postgres://app:pw@db:5432/app".to_owned())].into()),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .context("creating the database Secret")?;
+    Ok(())
+}
+
+/// Writes the status the Job controller would write once a kubelet had run the Job's pod:
+/// complete, or failed past its backoff limit.
+///
+/// # Errors
+///
+/// When the Job does not exist or the server refuses.
+pub async fn finish_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    succeeded: bool,
+) -> anyhow::Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let now = "2026-12-01T00:00:00Z";
+    let status = if succeeded {
+        serde_json::json!({"status": {"succeeded": 1, "startTime": now, "completionTime": now,
+            "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]}})
+    } else {
+        serde_json::json!({"status": {"failed": 3, "startTime": now,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now}]}})
+    };
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .with_context(|| format!("finishing job {name}"))?;
+    Ok(())
+}
