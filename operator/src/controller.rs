@@ -223,13 +223,50 @@ fn manifest_hash(manifest: &serde_json::Value) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Applies `child` unless the live object already is what it wants. Returns whether it wrote.
+/// The children of `stack` as the server has them, by kind and name: one list per managed
+/// kind, by the stack's labels, served from the apiserver's watch cache (`resourceVersion=0`)
+/// rather than one read from etcd per child. A cache a moment behind costs at most a
+/// redundant apply; the watch event of whatever changed brings another reconcile.
+async fn live_children(
+    client: &Client,
+    stack: &AppStack,
+    apis: &ServedApis,
+) -> Result<BTreeMap<(&'static str, String), DynamicObject>, ReconcileError> {
+    let namespace = stack.namespace().unwrap_or_default();
+    let selector = format!(
+        "{STACK_LABEL}={},{MANAGED_BY_LABEL}={MANAGER}",
+        stack.name_any()
+    );
+    let mut live = BTreeMap::new();
+    for kind in managed_kinds(apis) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
+        for object in api
+            .list(&ListParams::default().labels(&selector).match_any())
+            .await?
+        {
+            let mut object = object;
+            // A list's items carry no apiVersion and kind; what is compared with the
+            // manifest must.
+            object.types.get_or_insert_with(|| kube::api::TypeMeta {
+                api_version: kind.api_version.to_owned(),
+                kind: kind.kind.to_owned(),
+            });
+            live.insert((kind.kind, object.name_any()), object);
+        }
+    }
+    Ok(live)
+}
+
+/// Applies `child` unless `live` (the object as the server has it) already is what it
+/// wants. Returns the object as applied when it wrote.
 async fn apply(
     client: &Client,
     namespace: &str,
     apis: &ServedApis,
     child: &Child,
-) -> Result<bool, ReconcileError> {
+    live: Option<&DynamicObject>,
+) -> Result<Option<DynamicObject>, ReconcileError> {
     let kind = child.kind(apis);
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
@@ -243,51 +280,50 @@ async fn apply(
             annotations.insert(APPLIED_ANNOTATION.into(), hash.clone().into());
         }
     }
-    if let Some(live) = api.get_opt(child.name()).await? {
+    if let Some(live) = live {
         // A Job's template cannot change: an existing migration stays as it is (to retry a
         // failed one for the same version, delete it).
         if matches!(child, Child::Migration(_)) {
-            return Ok(false);
+            return Ok(None);
         }
         let same_hash = live.annotations().get(APPLIED_ANNOTATION) == Some(&hash);
-        if same_hash && contains(&serde_json::to_value(&live)?, &manifest) {
-            return Ok(false);
+        if same_hash && contains(&serde_json::to_value(live)?, &manifest) {
+            return Ok(None);
         }
     }
     let params = PatchParams::apply(MANAGER).force();
-    api.patch(child.name(), &params, &Patch::Apply(&manifest))
+    let applied = api
+        .patch(child.name(), &params, &Patch::Apply(&manifest))
         .await?;
-    Ok(true)
+    Ok(Some(applied))
 }
 
-/// Deletes the children of `stack` that are no longer wanted. Returns how many.
+/// Deletes the children of `stack` in `live` that are no longer wanted. Returns how many.
 async fn delete_orphans(
     client: &Client,
     stack: &AppStack,
     apis: &ServedApis,
+    live: &BTreeMap<(&'static str, String), DynamicObject>,
     wanted: &BTreeSet<(&'static str, String)>,
 ) -> Result<usize, ReconcileError> {
     let (Some(namespace), Some(uid)) = (stack.namespace(), stack.uid()) else {
         return Ok(0);
     };
-    let selector = format!(
-        "{STACK_LABEL}={},{MANAGED_BY_LABEL}={MANAGER}",
-        stack.name_any()
-    );
     let mut deleted = 0;
     for kind in managed_kinds(apis) {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
-        for object in api
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await?
-        {
-            let name = object.name_any();
+        for ((_, name), object) in live.iter().filter(|((k, _), _)| *k == kind.kind) {
             let ours = object.owner_references().iter().any(|o| o.uid == uid);
-            if ours && !wanted.contains(&(kind.kind, name.clone())) {
-                // Background: the Job's pods, a Deployment's ReplicaSets go with them.
-                api.delete(&name, &DeleteParams::background()).await?;
-                deleted += 1;
+            if !ours || wanted.contains(&(kind.kind, name.clone())) {
+                continue;
+            }
+            // Background: the Job's pods, a Deployment's ReplicaSets go with them.
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => deleted += 1,
+                // Already gone (the cache was behind a deletion).
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(other) => return Err(other.into()),
             }
         }
     }
@@ -394,7 +430,9 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
         migrated: matches!(migration, Migration::Succeeded),
     };
 
+    let mut live = live_children(client, stack, &ctx.apis).await?;
     let mut problem = None;
+    let mut refused = None;
     let mut deployed_version = running.clone();
     if !stack.spec.paused {
         match render::render(stack, &ctx.apis, &rollout) {
@@ -402,12 +440,31 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                 ensure_signing_keys(client, stack).await?;
                 let mut wanted = BTreeSet::new();
                 for child in &desired.children {
+                    let key = (child.kind(&ctx.apis).kind, child.name().to_owned());
                     // A failed migration's Job is kept (its status is the evidence); an
                     // existing Job is never re-applied (see `apply`).
-                    if apply(client, &namespace, &ctx.apis, child).await? {
-                        ctx.metrics.wrote();
+                    match apply(client, &namespace, &ctx.apis, child, live.get(&key)).await {
+                        Ok(Some(applied)) => {
+                            ctx.metrics.wrote();
+                            live.insert(key.clone(), applied);
+                        }
+                        Ok(None) => {}
+                        // Refused (a quota, an admission webhook, a full IP range): the
+                        // status says which child and why, then the reconcile backs off.
+                        Err(ReconcileError::Kube(kube::Error::Api(status))) => {
+                            problem = Some((
+                                "ApplyRefused",
+                                format!(
+                                    "the API server refused {} {}: {}",
+                                    key.0, key.1, status.message
+                                ),
+                            ));
+                            refused = Some(ReconcileError::Kube(kube::Error::Api(status)));
+                            break;
+                        }
+                        Err(other) => return Err(other),
                     }
-                    wanted.insert((child.kind(&ctx.apis).kind, child.name().to_owned()));
+                    wanted.insert(key);
                 }
                 if matches!(migration, Migration::Failed(_) | Migration::Running) {
                     wanted.insert((
@@ -415,11 +472,13 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
                         migration_job_name(&stack.name_any(), &stack.spec.version),
                     ));
                 }
-                for _ in 0..delete_orphans(client, stack, &ctx.apis, &wanted).await? {
-                    ctx.metrics.wrote();
+                if refused.is_none() {
+                    for _ in 0..delete_orphans(client, stack, &ctx.apis, &live, &wanted).await? {
+                        ctx.metrics.wrote();
+                    }
+                    deployed_version = desired.deployed_version.clone();
                 }
-                deployed_version = desired.deployed_version.clone();
-                if !desired.unserved.is_empty() {
+                if refused.is_none() && !desired.unserved.is_empty() {
                     problem = Some((
                         "UnservedApi",
                         format!(
@@ -433,21 +492,30 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
         }
     }
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let mut live = Vec::new();
+    // Each Deployment as listed, or as this reconcile applied it.
+    let mut deployments = Vec::new();
     for component in Component::ALL {
-        live.push(
-            deployments
-                .get_opt(&format!("{}-{}", stack.name_any(), component.role()))
-                .await?,
+        let key = (
+            "Deployment",
+            format!("{}-{}", stack.name_any(), component.role()),
         );
+        deployments.push(match live.get(&key) {
+            Some(object) => Some(serde_json::from_value::<Deployment>(serde_json::to_value(
+                object,
+            )?)?),
+            None => None,
+        });
     }
     let observed = Observed {
         generation: stack.metadata.generation,
         version: &stack.spec.version,
         deployed_version: deployed_version.as_deref(),
         migration: migration.clone(),
-        deployments: [live[0].as_ref(), live[1].as_ref(), live[2].as_ref()],
+        deployments: [
+            deployments[0].as_ref(),
+            deployments[1].as_ref(),
+            deployments[2].as_ref(),
+        ],
         problem: problem.clone(),
         paused: stack.spec.paused,
     };
@@ -465,6 +533,9 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
             .await?;
         ctx.metrics.wrote();
         publish_transitions(ctx, stack, previous.as_ref(), &status).await;
+    }
+    if let Some(error) = refused {
+        return Err(error);
     }
     let in_motion = status
         .conditions

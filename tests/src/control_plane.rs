@@ -106,6 +106,21 @@ impl ControlPlane {
             .with_context(|| format!("creating namespace {name}"))?;
         Ok(name)
     }
+
+    /// Deletes namespace `name` and (through the namespace controller) all in it, without
+    /// waiting: the shared plane outlives test runs, so what a test made should not pile up.
+    ///
+    /// # Errors
+    ///
+    /// When the apiserver refuses.
+    pub async fn delete_namespace(&self, name: &str) -> anyhow::Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.client()?);
+        match namespaces.delete(name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(other) => Err(other).with_context(|| format!("deleting namespace {name}")),
+        }
+    }
 }
 
 /// A control plane of one test's own (etcd and kube-apiserver, no controller-manager), for a
@@ -306,7 +321,8 @@ async fn start(
         format!("--cert-dir={}", path(&certs)),
         format!("--token-auth-file={}", path(&certs.join("tokens.csv"))),
         "--authorization-mode=RBAC".into(),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        // Room for many stacks' Services: the shared plane outlives test runs.
+        "--service-cluster-ip-range=10.0.0.0/16".into(),
         "--allow-privileged=true".into(),
         format!("--service-account-key-file={}", path(&sa_key)),
         format!("--service-account-signing-key-file={}", path(&sa_key)),

@@ -136,4 +136,5 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_when_it_dies()
         .expect("the leader did not stop within 20 s of SIGTERM")
         .unwrap();
     assert!(exit.success(), "{exit}");
+    plane.delete_namespace(&namespace).await.unwrap();
 }

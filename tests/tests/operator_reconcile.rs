@@ -38,6 +38,11 @@ where
     }
 }
 
+async fn delete_namespace(client: &Client, name: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+}
+
 fn quickstart(namespace: &str) -> AppStack {
     operator_fixture::quickstart(namespace).unwrap()
 }
@@ -102,9 +107,19 @@ impl Running {
         self.finish_job("shop-migrate-0-1-0", true).await;
     }
 
-    async fn shut_down(self) {
+    /// Stops the controller.
+    async fn stop(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    /// Stops the controller and deletes the test's namespace (the shared plane outlives
+    /// the run).
+    async fn shut_down(self) {
+        let client = self.client.clone();
+        let namespace = self.namespace.clone();
+        self.stop().await;
+        delete_namespace(&client, &namespace).await;
     }
 
     fn api<K>(&self) -> Api<K>
@@ -470,7 +485,7 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
         }
     }
     let (client, namespace) = (op.client.clone(), op.namespace.clone());
-    op.shut_down().await;
+    op.stop().await;
 
     // A new operator process (fresh memory) looks at the same stack.
     let metrics = Metrics::default();
@@ -488,6 +503,7 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
     );
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    delete_namespace(&client, &namespace).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,5 +636,62 @@ async fn an_api_the_server_does_not_serve_is_a_condition_and_the_rest_is_applied
         0,
         "an unserved API failed reconciles instead of being reported"
     );
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_the_server_refuses_is_a_condition_and_is_retried() {
+    let op = operator().await;
+    // A quota of no Services: the apiserver's admission refuses the stack's Services.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = op.api();
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "no-services"}, "spec": {"hard": {"services": "0"}}}),
+    )
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    eventually("the quota counted", || async {
+        quotas.get("no-services").await.ok()?.status?.hard
+    })
+    .await;
+    let stacks: Api<AppStack> = op.api();
+    stacks
+        .create(&PostParams::default(), &quickstart(&op.namespace))
+        .await
+        .unwrap();
+    let degraded = eventually("Degraded/ApplyRefused", || async {
+        op.condition("Degraded").await.filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(degraded.1, "ApplyRefused");
+    let message = stacks
+        .get("shop")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("Service shop-") && message.contains("quota"),
+        "{message}"
+    );
+
+    // The quota lifted: the next retry applies the rest, and the condition clears.
+    quotas
+        .delete("no-services", &DeleteParams::default())
+        .await
+        .unwrap();
+    let services: Api<k8s_openapi::api::core::v1::Service> = op.api();
+    eventually("the Services", || async {
+        services.get_opt("shop-auth").await.ok().flatten()
+    })
+    .await;
+    eventually("Degraded cleared", || async {
+        op.condition("Degraded").await.filter(|(s, _)| s == "False")
+    })
+    .await;
     op.shut_down().await;
 }

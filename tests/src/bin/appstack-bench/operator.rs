@@ -7,25 +7,28 @@
 //! - `steady_state_writes_per_resync`: API writes (applies, deletes, statuses) while every
 //!   one of those stacks, migrated (its Job finished by writing its status: no kubelet) and
 //!   settled with all its children, is reconciled again with nothing changed (goal 0);
-//! - `operator_rss_mib`: this process's resident memory afterwards — the controller, its
-//!   watch caches of 20 stacks and their children, and the bench itself (an upper bound).
+//! - `converge_100_s`: 100 AppStacks created at once until each reports its version deployed,
+//!   under a real operator process;
+//! - `rss_mib_100_stacks`: that process's resident memory with the 100 stacks (goal ≤ 50).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use appstack_operator::crd::{self, AppStack};
+use appstack_operator::crd::AppStack;
 use appstack_operator::metrics::Metrics;
 use appstack_operator::render::{self, Rollout, ServedApis};
+use appstack_tests::auth_server::http_get;
 use appstack_tests::control_plane::ControlPlane;
+use appstack_tests::{operator_fixture, processes};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use crate::measure::Report;
 
-/// AppStacks created.
+/// AppStacks created one by one, for the latency and the steady state.
 const STACKS: usize = 20;
+/// AppStacks created at once, for convergence and memory.
+const MANY: usize = 100;
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,16 +38,9 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     runtime.block_on(measure(seconds))
 }
 
-fn example() -> anyhow::Result<AppStack> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/quickstart.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_norway::from_str(&text)?)
-}
-
 async fn measure(seconds: Duration) -> anyhow::Result<()> {
     let report = Report::new("operator");
-    let stack = example()?;
+    let stack = operator_fixture::quickstart("default")?;
     let rollout = Rollout {
         running: Some(stack.spec.version.clone()),
         migrated: true,
@@ -67,27 +63,9 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
 
     let plane = ControlPlane::shared().await?;
     let client = plane.client()?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    if crds.get_opt("appstacks.appstack.dev").await?.is_none() {
-        crds.create(&PostParams::default(), &crd::crd()).await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    operator_fixture::install_crd(&client).await?;
     let namespace = plane.namespace("bench").await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("shop-db-app".into()),
-                    ..Default::default()
-                },
-                string_data: Some([("uri".to_owned(), "postgres://app@db/app".to_owned())].into()),
-                ..Secret::default()
-            },
-        )
-        .await?;
+    operator_fixture::create_database_secret(&client, &namespace).await?;
     let metrics = Metrics::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(appstack_operator::controller::run(
@@ -103,11 +81,9 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let mut latencies = Vec::new();
     for n in 0..STACKS {
-        let mut stack = example()?;
+        let mut stack = operator_fixture::quickstart(&namespace)?;
         let name = format!("shop{n}");
         stack.metadata.name = Some(name.clone());
-        stack.metadata.namespace = Some(namespace.clone());
-        stack.spec.database.secret_name = "shop-db-app".into();
         let created = Instant::now();
         stacks.create(&PostParams::default(), &stack).await?;
         let job = render::migration_job_name(&name, &stack.spec.version);
@@ -136,15 +112,11 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
 
     // Finish every migration as the Job controller would once a kubelet ran it (no kubelet
     // here), so the Deployments, HPAs and PDBs exist too before the steady state is measured.
-    let now = "2026-12-01T00:00:00Z";
-    let done = serde_json::json!({"status": {"succeeded": 1, "startTime": now, "completionTime": now,
-        "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]}});
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &namespace);
     for n in 0..STACKS {
         let job = render::migration_job_name(&format!("shop{n}"), &stack.spec.version);
-        jobs.patch_status(&job, &PatchParams::default(), &Patch::Merge(&done))
-            .await?;
+        operator_fixture::finish_job(&client, &namespace, &job, true).await?;
     }
     for n in 0..STACKS {
         let name = format!("shop{n}-worker");
@@ -197,16 +169,90 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
         3,
         "writes",
     )?;
-    report.real("operator_rss_mib", rss_mib().unwrap_or(0.0), 1, "MiB")?;
-
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    Ok(())
+
+    plane.delete_namespace(&namespace).await?;
+
+    converge_many(&plane, &client).await
 }
 
-/// This process's resident set, from `/proc/self/status`.
-fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// `converge_100_s` and `rss_mib_100_stacks`: a real `appstack-operator run` process (the
+/// binary beside this one) over a fresh namespace; [`MANY`] stacks created at once, each
+/// migration finished as soon as its Job appears; converged when every stack reports its
+/// version deployed for its current generation. Its resident memory is then read from
+/// `/proc`, after the watch caches hold every stack and child.
+async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::Result<()> {
+    let report = Report::new("operator");
+    let namespace = plane.namespace("bench-many").await?;
+    operator_fixture::create_database_secret(client, &namespace).await?;
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut operator = processes::spawn_operator(&plane.kubeconfig, &namespace, "bench", admin)?;
+    let waited = Instant::now();
+    while !matches!(http_get(admin, "/readyz").await, Ok((200, _))) {
+        anyhow::ensure!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the operator never led"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let started = Instant::now();
+    for n in 0..MANY {
+        let mut stack = operator_fixture::quickstart(&namespace)?;
+        stack.metadata.name = Some(format!("stack{n}"));
+        stacks.create(&PostParams::default(), &stack).await?;
+    }
+    let mut finished = std::collections::BTreeSet::new();
+    loop {
+        for job in jobs.list(&ListParams::default()).await? {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            if job.status.is_none_or(|s| s.succeeded.is_none()) && finished.insert(name.clone()) {
+                operator_fixture::finish_job(client, &namespace, &name, true).await?;
+            }
+        }
+        let converged = stacks
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| {
+                s.status.as_ref().is_some_and(|status| {
+                    status.version.as_deref() == Some(s.spec.version.as_str())
+                        && status.observed_generation == s.metadata.generation
+                })
+            })
+            .count();
+        if converged == MANY {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {converged} of {MANY} stacks converged in 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report.real("converge_100_s", started.elapsed().as_secs_f64(), 2, "s")?;
+    // Settle, so the figure includes the caches of every child (the Deployments' ReplicaSets
+    // and status updates arrive after convergence).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pid = operator.id().context("the operator exited")?;
+    report.real(
+        "rss_mib_100_stacks",
+        rss_mib(pid).context("reading the operator's memory")?,
+        1,
+        "MiB",
+    )?;
+    operator.start_kill()?;
+    let _ = operator.wait().await;
+    plane.delete_namespace(&namespace).await
+}
+
+/// The resident set of process `pid`, from `/proc/<pid>/status`.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
