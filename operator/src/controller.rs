@@ -37,6 +37,13 @@ pub const APPLIED_ANNOTATION: &str = "appstack.dev/applied";
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a stack in motion (migrating, rolling out) is looked at again.
 const PROGRESS_POLL: Duration = Duration::from_secs(5);
+/// Stacks reconciled at once. Each holds an apiserver connection (TLS and HTTP buffers
+/// stay pooled afterwards) and sends a burst of requests; unbounded, 100 stacks created at
+/// once meant 100 connections and a burst the apiserver queues anyway.
+const CONCURRENCY: u16 = 8;
+/// Events for one stack within this window make one reconcile: applying its children
+/// raises an event per child.
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// What can go wrong in one reconcile; each has a metric label.
 #[derive(Debug, thiserror::Error)]
@@ -407,6 +414,23 @@ async fn migration_state(
     })
 }
 
+/// The version the stack's Deployments run, from their [`render::VERSION_ANNOTATION`]
+/// (the main one's first): what runs when the status does not say.
+fn running_version(
+    stack: &AppStack,
+    live: &BTreeMap<(&'static str, String), DynamicObject>,
+) -> Option<String> {
+    Component::ALL.iter().find_map(|component| {
+        live.get(&(
+            "Deployment",
+            format!("{}-{}", stack.name_any(), component.role()),
+        ))?
+        .annotations()
+        .get(render::VERSION_ANNOTATION)
+        .cloned()
+    })
+}
+
 /// One pass over one AppStack.
 async fn reconcile(stack: Arc<AppStack>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let timer = ctx.metrics.start();
@@ -418,11 +442,24 @@ async fn reconcile(stack: Arc<AppStack>, ctx: Arc<Context>) -> Result<Action, Re
     result
 }
 
-async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn reconcile_inner(cached: &AppStack, ctx: &Context) -> Result<Action, ReconcileError> {
     let client = &ctx.client;
-    let namespace = stack.namespace().unwrap_or_default();
+    let namespace = cached.namespace().unwrap_or_default();
+    // Read fresh, not from the watch cache: the cached copy can predate this operator's own
+    // last status write (the version it deployed), and acting on that old status would take
+    // a running stack for one still migrating.
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
+    let Some(fresh) = stacks.get_opt(&cached.name_any()).await? else {
+        // Deleted meanwhile: the garbage collector takes the children.
+        return Ok(Action::await_change());
+    };
+    let stack = &fresh;
+    let mut live = live_children(client, stack, &ctx.apis).await?;
     let previous = stack.status.clone();
-    let running = previous.as_ref().and_then(|s| s.version.clone());
+    let running = previous
+        .as_ref()
+        .and_then(|s| s.version.clone())
+        .or_else(|| running_version(stack, &live));
     let needs_migration = running.as_deref() != Some(stack.spec.version.as_str());
     let migration = migration_state(client, stack, needs_migration).await?;
     let rollout = Rollout {
@@ -430,7 +467,6 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
         migrated: matches!(migration, Migration::Succeeded),
     };
 
-    let mut live = live_children(client, stack, &ctx.apis).await?;
     let mut problem = None;
     let mut refused = None;
     let mut deployed_version = running.clone();
@@ -522,7 +558,6 @@ async fn reconcile_inner(stack: &AppStack, ctx: &Context) -> Result<Action, Reco
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = status::compute(previous.as_ref(), &observed, &now);
     if previous.as_ref() != Some(&status) {
-        let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
         let patch = serde_json::json!({"status": status});
         stacks
             .patch_status(
@@ -640,7 +675,11 @@ pub async fn run(
         },
         metrics,
     });
-    let mut controller = Controller::new(api(&client), watcher::Config::default());
+    let mut controller = Controller::new(api(&client), watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(CONCURRENCY)
+            .debounce(DEBOUNCE),
+    );
     // HPAs and PDBs in whichever version the server serves (dynamic: 1.20's v2beta2 and
     // v1beta1 have no typed counterpart in k8s-openapi).
     for kind in managed_kinds(&apis) {

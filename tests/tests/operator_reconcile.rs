@@ -516,7 +516,9 @@ async fn a_paused_stack_is_left_as_it_is_and_its_status_stays_current() {
         "HorizontalPodAutoscaler",
         "horizontalpodautoscalers",
     );
+    // Migrated and rolled: the Deployments and their autoscalers exist.
     eventually("every child", || async {
+        op.deployment_image("shop-worker").await?;
         hpas.get_opt("shop-worker").await.ok().flatten()
     })
     .await;
@@ -693,5 +695,43 @@ async fn a_child_the_server_refuses_is_a_condition_and_is_retried() {
         op.condition("Degraded").await.filter(|(s, _)| s == "False")
     })
     .await;
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_stack_whose_status_was_lost_keeps_its_deployments() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    op.create_migrated().await;
+    let jobs: Api<Job> = op.api();
+    eventually("0.1.0 deployed and its Job gone", || async {
+        let version = stacks.get("shop").await.ok()?.status?.version?;
+        let gone = jobs.get_opt("shop-migrate-0-1-0").await.ok()?.is_none();
+        (version == "0.1.0" && gone && op.deployment_image("shop-worker").await.is_some())
+            .then_some(())
+    })
+    .await;
+    // The status wiped (a restore from a backup keeps no status): the Deployments say what
+    // runs, so this is no first install — nothing deleted, no migration run again.
+    let wipe = serde_json::json!({"status": null});
+    stacks
+        .patch_status("shop", &PatchParams::default(), &Patch::Merge(&wipe))
+        .await
+        .unwrap();
+    eventually("the status rebuilt with 0.1.0", || async {
+        let version = stacks.get("shop").await.ok()?.status?.version?;
+        (version == "0.1.0").then_some(())
+    })
+    .await;
+    for name in ["shop-main", "shop-auth", "shop-worker"] {
+        assert!(
+            op.deployment_image(name).await.is_some(),
+            "{name} deleted after the status was lost"
+        );
+    }
+    assert!(
+        jobs.get_opt("shop-migrate-0-1-0").await.unwrap().is_none(),
+        "the migration ran again"
+    );
     op.shut_down().await;
 }

@@ -23,6 +23,7 @@ pub use names::{
     COMPONENT_LABEL, CONFIG_HASH_ANNOTATION, Component, MANAGED_BY_LABEL, MANAGER, STACK_LABEL,
 };
 pub use pod::RUN_AS;
+pub use workload::VERSION_ANNOTATION;
 
 use crate::crd::AppStack;
 use names::Owner;
@@ -270,14 +271,19 @@ pub fn render(
     };
 
     let mut unserved = Vec::new();
-    if let Some(version) = &deployed_version {
+    // Autoscalers and budgets come with their Deployments: before the first migration
+    // succeeded there is nothing to scale (an HPA would report FailedGetScale) or protect.
+    let components = if let Some(version) = &deployed_version {
         for component in Component::ALL {
             children.push(Child::Deployment(workload::deployment(
                 spec, &owner, component, version, &file.hash,
             )));
         }
-    }
-    for component in Component::ALL {
+        Component::ALL.as_slice()
+    } else {
+        &[]
+    };
+    for &component in components {
         if let Some(hpa) = workload::autoscaler(spec, &owner, component) {
             if apis.autoscaling.is_some() {
                 children.push(Child::Autoscaler(hpa));

@@ -267,6 +267,14 @@ fn a_new_version_migrates_before_the_deployments_move() {
     // A first install has nothing to keep running: no Deployment before its migration.
     let first = render(&stack, &apis, &Rollout::default()).unwrap();
     assert!(deployments(&first).is_empty());
+    // Nor an autoscaler or a budget for a Deployment that does not exist yet.
+    assert!(
+        !kinds(&first)
+            .iter()
+            .any(|(kind, _)| matches!(*kind, "HorizontalPodAutoscaler" | "PodDisruptionBudget")),
+        "{:?}",
+        kinds(&first)
+    );
     assert!(kinds(&first).contains(&("Job", "shop-migrate-0-2-0".into())));
     assert_eq!(first.deployed_version, None);
 }

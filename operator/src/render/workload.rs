@@ -46,6 +46,12 @@ pub(crate) fn service_account(
     }
 }
 
+/// On each Deployment: the version it runs, exactly (the version label may be shortened).
+/// The controller reads the running version from it when the AppStack's status lacks one
+/// (a status lost in a restore, or read before the operator's own write reached it), so a
+/// running stack is never taken for a first install.
+pub const VERSION_ANNOTATION: &str = "appstack.dev/version";
+
 /// The Deployment of `component` running `version`.
 pub(crate) fn deployment(
     spec: &AppStackSpec,
@@ -92,8 +98,13 @@ pub(crate) fn deployment(
         "app.kubernetes.io/version".into(),
         super::names::label_value(version),
     );
+    let mut metadata = owner.meta(owner.child_name(role), role);
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(VERSION_ANNOTATION.into(), version.into());
     Deployment {
-        metadata: owner.meta(owner.child_name(role), role),
+        metadata,
         spec: Some(DeploymentSpec {
             // With an HPA the replica count is the HPA's: leaving it out of the applied
             // fields keeps the operator from fighting it.

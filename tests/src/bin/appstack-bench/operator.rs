@@ -9,7 +9,8 @@
 //!   settled with all its children, is reconciled again with nothing changed (goal 0);
 //! - `converge_100_s`: 100 AppStacks created at once until each reports its version deployed,
 //!   under a real operator process;
-//! - `rss_mib_100_stacks`: that process's resident memory with the 100 stacks (goal ≤ 50).
+//! - `rss_mib_100_stacks`: that process's resident memory with the 100 stacks (goal ≤ 50),
+//!   beside `rss_mib_idle`, the same process leading with no stack yet.
 
 use std::time::{Duration, Instant};
 
@@ -197,6 +198,14 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let pid = operator.id().context("the operator exited")?;
+    report.real(
+        "rss_mib_idle",
+        rss_mib(pid).context("reading the operator's memory")?,
+        1,
+        "MiB",
+    )?;
+
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let started = Instant::now();
@@ -238,7 +247,6 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
     // Settle, so the figure includes the caches of every child (the Deployments' ReplicaSets
     // and status updates arrive after convergence).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pid = operator.id().context("the operator exited")?;
     report.real(
         "rss_mib_100_stacks",
         rss_mib(pid).context("reading the operator's memory")?,
