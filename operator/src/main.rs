@@ -35,6 +35,13 @@ enum Command {
         /// This replica's name in the Lease.
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Stacks reconciled at once.
+        #[arg(long, env = "APPSTACK_OPERATOR_CONCURRENCY", default_value_t = 8,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
+        /// Events for one stack within this many milliseconds make one reconcile.
+        #[arg(long, env = "APPSTACK_OPERATOR_DEBOUNCE_MS", default_value_t = 200)]
+        debounce_ms: u64,
     },
     /// Print the AppStack CRD (YAML).
     Crd,
@@ -69,6 +76,8 @@ fn main() -> anyhow::Result<()> {
             lease_namespace,
             no_leader_election,
             identity,
+            concurrency,
+            debounce_ms,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -96,6 +105,10 @@ fn main() -> anyhow::Result<()> {
                         Some(lease_namespace.unwrap_or_else(|| "default".into()))
                     },
                     identity,
+                    tuning: appstack_operator::controller::Tuning {
+                        concurrency,
+                        debounce: std::time::Duration::from_millis(debounce_ms),
+                    },
                 };
                 appstack_operator::serve::serve(client, options).await
             })?;

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub lease_namespace: Option<String>,
     /// This replica's identity in the Lease (the pod's name).
     pub identity: String,
+    /// The controller's pacing.
+    pub tuning: crate::controller::Tuning,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -52,9 +54,15 @@ pub async fn serve(client: Client, options: ServeOptions) -> anyhow::Result<()> 
 
     let Some(lease_namespace) = options.lease_namespace.clone() else {
         let mut stop = stop_rx.clone();
-        crate::controller::run(client, options.namespace.clone(), metrics, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+        crate::controller::run(
+            client,
+            options.namespace.clone(),
+            options.tuning,
+            metrics,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
         .await?;
         return Ok(());
     };
@@ -78,6 +86,7 @@ pub async fn serve(client: Client, options: ServeOptions) -> anyhow::Result<()> 
         crate::controller::run(
             client.clone(),
             options.namespace.clone(),
+            options.tuning,
             metrics.clone(),
             async move {
                 tokio::select! {

@@ -87,9 +87,15 @@ fn start_controller(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (client, namespace) = (client.clone(), namespace.to_owned());
     let task = tokio::spawn(async move {
-        appstack_operator::controller::run(client, Some(namespace), metrics, async {
-            let _ = stopped.await;
-        })
+        appstack_operator::controller::run(
+            client,
+            Some(namespace),
+            Default::default(),
+            metrics,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .unwrap();
     });

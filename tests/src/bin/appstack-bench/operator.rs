@@ -72,6 +72,7 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     let controller = tokio::spawn(appstack_operator::controller::run(
         client.clone(),
         Some(namespace.clone()),
+        Default::default(),
         metrics.clone(),
         async {
             let _ = stopped.await;
@@ -185,6 +186,23 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
 /// `/proc`, after the watch caches hold every stack and child.
 async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::Result<()> {
     let report = Report::new("operator");
+    // The namespaces of earlier runs go with all their children: measured while the
+    // namespace controller deletes thousands of objects, the figure would be theirs.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let waited = Instant::now();
+    loop {
+        let terminating = namespaces
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"))
+            .count();
+        if terminating == 0 || waited.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let namespace = plane.namespace("bench-many").await?;
     operator_fixture::create_database_secret(client, &namespace).await?;
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -244,6 +262,33 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     report.real("converge_100_s", started.elapsed().as_secs_f64(), 2, "s")?;
+    // What the convergence cost: reconciles and API writes per stack, from its metrics.
+    let (_, metrics) = http_get(admin, "/metrics").await?;
+    let sum_of = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    for (name, figure) in [
+        (
+            "appstack_operator_reconciles_total",
+            "converge_reconciles_per_stack",
+        ),
+        (
+            "appstack_operator_api_writes_total",
+            "converge_writes_per_stack",
+        ),
+    ] {
+        report.real(figure, sum_of(name) / MANY as f64, 1, "per stack")?;
+    }
+    report.real(
+        "converge_reconcile_mean_ms",
+        1000.0 * sum_of("appstack_operator_reconcile_duration_seconds_sum")
+            / sum_of("appstack_operator_reconcile_duration_seconds_count"),
+        1,
+        "ms",
+    )?;
     // Settle, so the figure includes the caches of every child (the Deployments' ReplicaSets
     // and status updates arrive after convergence).
     tokio::time::sleep(Duration::from_secs(5)).await;
