@@ -37,6 +37,7 @@ pub const APPLIED_ANNOTATION: &str = "appstack.dev/applied";
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a stack in motion (migrating, rolling out) is looked at again.
 const PROGRESS_POLL: Duration = Duration::from_secs(5);
+
 /// How the controller paces its reconciles (`appstack-operator run --concurrency
 /// --debounce-ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +48,8 @@ pub struct Tuning {
     pub concurrency: u16,
     /// Events for one stack within this window make one reconcile. A stack's own applies
     /// and the controller-manager's status updates of its Deployments raise a flurry of
-    /// events; without it 100 stacks took about 26 reconciles each to converge. It delays
-    /// a new stack's first pass by as much.
+    /// events; 100 stacks created at once took 21.7 reconciles each to converge without
+    /// it, 10 with 200 ms. It delays a new stack's first pass by as much.
     pub debounce: Duration,
 }
 

@@ -12,3 +12,4 @@ pub mod raw_grpc;
 pub mod stack_server;
 pub mod steady_load;
 pub mod tcp_proxy;
+pub mod wait;

@@ -23,19 +23,12 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it gives a value, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < WAIT, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    appstack_tests::wait::eventually(what, WAIT, check).await
 }
 
 async fn delete_namespace(client: &Client, name: &str) {
@@ -168,6 +161,21 @@ impl Running {
         let deployments: Api<Deployment> = self.api();
         let d = deployments.get_opt(name).await.ok()??;
         d.spec?.template.spec?.containers.first()?.image.clone()
+    }
+
+    /// Waits for `Degraded=True` and gives its reason and message.
+    async fn degraded(&self) -> (String, String) {
+        let stacks: Api<AppStack> = self.api();
+        eventually("Degraded", || async {
+            let stack = stacks.get("shop").await.ok()?;
+            let c = stack
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True")?;
+            Some((c.reason, c.message))
+        })
+        .await
     }
 
     async fn condition(&self, kind: &str) -> Option<(String, String)> {
@@ -371,11 +379,9 @@ async fn a_new_version_migrates_first_and_a_failed_migration_stops_the_roll() {
         .await
         .unwrap();
     op.finish_job("shop-migrate-0-2-0", false).await;
-    let degraded = eventually("Degraded", || async {
-        op.condition("Degraded").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert_eq!(degraded.1, "MigrationFailed");
+    let (reason, message) = op.degraded().await;
+    assert_eq!(reason, "MigrationFailed");
+    assert!(message.contains("backoff limit"), "{message}");
     assert_eq!(
         op.deployment_image("shop-main").await.as_deref(),
         Some("localhost/appstack:0.1.0")
@@ -435,20 +441,8 @@ async fn a_spec_the_server_accepts_but_the_rules_refuse_is_a_condition() {
     // 1.20 does not enforce CEL, so the schema lets this through; the render refuses it.
     stack.spec.config.routes.get_mut("echo").unwrap().service = "nowhere".into();
     stacks.create(&PostParams::default(), &stack).await.unwrap();
-    let degraded = eventually("Degraded", || async {
-        op.condition("Degraded").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert_eq!(degraded.1, "InvalidSpec");
-    let stack = stacks.get("shop").await.unwrap();
-    let message = stack
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .message;
+    let (reason, message) = op.degraded().await;
+    assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("config.routes.echo.service"), "{message}");
     op.shut_down().await;
 }
@@ -614,23 +608,8 @@ async fn an_api_the_server_does_not_serve_is_a_condition_and_the_rest_is_applied
     };
     op.create_migrated().await;
 
-    let degraded = eventually("Degraded/UnservedApi", || async {
-        op.condition("Degraded").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert_eq!(degraded.1, "UnservedApi");
-    let stacks: Api<AppStack> = op.api();
-    let message = stacks
-        .get("shop")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .message;
+    let (reason, message) = op.degraded().await;
+    assert_eq!(reason, "UnservedApi");
     assert!(
         message.contains("HorizontalPodAutoscaler") && message.contains("PodDisruptionBudget"),
         "{message}"
@@ -666,22 +645,8 @@ async fn a_child_the_server_refuses_is_a_condition_and_is_retried() {
         .create(&PostParams::default(), &quickstart(&op.namespace))
         .await
         .unwrap();
-    let degraded = eventually("Degraded/ApplyRefused", || async {
-        op.condition("Degraded").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert_eq!(degraded.1, "ApplyRefused");
-    let message = stacks
-        .get("shop")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap()
-        .message;
+    let (reason, message) = op.degraded().await;
+    assert_eq!(reason, "ApplyRefused");
     assert!(
         message.contains("Service shop-") && message.contains("quota"),
         "{message}"
