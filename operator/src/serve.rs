@@ -112,19 +112,14 @@ fn admin_router(metrics: Metrics, leading: watch::Receiver<bool>) -> axum::Route
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        // Ready when leading, so a Service (metrics) and `kubectl get` point at the leader;
-        // a standby is alive, not ready.
+        // A standby is ready too (the body says which it is): a Deployment's rolling update
+        // waits for each new pod to be Ready, and a standby that never was would stall
+        // every rollout of a two-replica operator.
         .route(
             "/readyz",
             get(move || {
                 let leading = *leading.borrow();
-                async move {
-                    if leading {
-                        (axum::http::StatusCode::OK, "leading")
-                    } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "standby")
-                    }
-                }
+                async move { if leading { "leading" } else { "standby" } }
             }),
         )
         .route(

@@ -1,5 +1,5 @@
 //! Two `appstack-operator run` processes on the test control plane: one leads (holds the
-//! Lease, reconciles, reports ready), the other stands by; when the leader is killed the
+//! Lease, reconciles, says `leading` on `/readyz`), the other stands by (ready too); when the leader is killed the
 //! other takes over, and a leader stopped with SIGTERM exits cleanly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -28,12 +28,12 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// Whether the replica at `admin` says it leads (`/readyz` 200), stands by (503), or does
-/// not answer.
+/// Whether the replica at `admin` says it leads or stands by (`/readyz`, ready either way),
+/// or does not answer.
 async fn leading(admin: SocketAddr) -> Option<bool> {
     match http_get(admin, "/readyz").await {
-        Ok((200, _)) => Some(true),
-        Ok((503, _)) => Some(false),
+        Ok((200, body)) if body == "leading" => Some(true),
+        Ok((200, body)) if body == "standby" => Some(false),
         _ => None,
     }
 }

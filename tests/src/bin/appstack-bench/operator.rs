@@ -208,7 +208,7 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut operator = processes::spawn_operator(&plane.kubeconfig, &namespace, "bench", admin)?;
     let waited = Instant::now();
-    while !matches!(http_get(admin, "/readyz").await, Ok((200, _))) {
+    while !matches!(http_get(admin, "/readyz").await, Ok((200, body)) if body == "leading") {
         anyhow::ensure!(
             waited.elapsed() < Duration::from_secs(60),
             "the operator never led"
