@@ -18,12 +18,20 @@ fn operator(args: &[&str]) -> Output {
 }
 
 #[test]
-fn crd_prints_what_deploy_crds_holds() {
+fn crd_prints_what_deploy_crds_and_the_chart_hold() {
     let out = operator(&["crd"]);
     assert!(out.status.success());
-    let expected =
-        std::fs::read_to_string(repo().join("deploy/crds/appstack.dev_appstacks.yaml")).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for copy in [
+        "deploy/crds/appstack.dev_appstacks.yaml",
+        "charts/appstack-operator/crds/appstack.dev_appstacks.yaml",
+    ] {
+        let expected = std::fs::read_to_string(repo().join(copy)).unwrap();
+        assert!(
+            printed == expected,
+            "{copy} differs from `appstack-operator crd`: write it again with `cargo run -p appstack-operator -- crd > {copy}`"
+        );
+    }
 }
 
 #[test]
