@@ -80,6 +80,17 @@ impl ControlPlane {
         client_for(&self.url, token)
     }
 
+    /// Writes a kubeconfig at `path` that authenticates with `token` (a ServiceAccount's,
+    /// so a process runs with exactly that account's rights).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        std::fs::write(path, kubeconfig_with_token(self, token))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Creates a fresh namespace `{prefix}-{random}` for one test.
     ///
     /// # Errors
@@ -384,6 +395,10 @@ async fn wait_ready(plane: &ControlPlane, dir: &Path) -> anyhow::Result<()> {
 }
 
 fn kubeconfig(plane: &ControlPlane) -> String {
+    kubeconfig_with_token(plane, &plane.token)
+}
+
+fn kubeconfig_with_token(plane: &ControlPlane, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -401,7 +416,7 @@ contexts:
   context: {{cluster: test, user: admin}}
 current-context: test
 ",
-        plane.url, plane.token
+        plane.url, token
     )
 }
 

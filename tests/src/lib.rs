@@ -5,6 +5,7 @@
 pub mod auth_server;
 pub mod clients;
 pub mod control_plane;
+pub mod helm;
 pub mod operator_fixture;
 pub mod pg;
 pub mod processes;
