@@ -65,6 +65,19 @@ pub fn quickstart(namespace: &str) -> anyhow::Result<AppStack> {
     Ok(stack)
 }
 
+/// Creates the quickstart stack (`shop`) in `namespace`.
+///
+/// # Errors
+///
+/// When the example cannot be read or the server refuses it.
+pub async fn create_quickstart(client: &Client, namespace: &str) -> anyhow::Result<AppStack> {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    stacks
+        .create(&PostParams::default(), &quickstart(namespace)?)
+        .await
+        .context("creating the quickstart stack")
+}
+
 /// Creates [`DATABASE_SECRET`] in `namespace`, holding a `postgres://` URI under `uri`.
 ///
 /// # Errors

@@ -117,11 +117,7 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
         .await
         .unwrap();
     let stacks: Api<AppStack> = Api::namespaced(admin.clone(), &namespace);
-    stacks
-        .create(
-            &PostParams::default(),
-            &operator_fixture::quickstart(&namespace).unwrap(),
-        )
+    operator_fixture::create_quickstart(&admin, &namespace)
         .await
         .unwrap();
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin.clone(), &namespace);

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use appstack_operator::crd::AppStack;
 use appstack_operator::serve::{LEASE_NAME, LEASE_SECONDS};
 use appstack_tests::auth_server::http_get;
 use appstack_tests::control_plane::ControlPlane;
@@ -16,7 +15,7 @@ use appstack_tests::processes::spawn_operator;
 use appstack_tests::wait::eventually;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 
 /// The Lease's duration, its grace, and room for a loaded machine.
 const TAKEOVER: Duration = Duration::from_secs(LEASE_SECONDS + 30);
@@ -70,12 +69,7 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_when_it_dies()
     assert_eq!(holder.holder_identity.as_deref(), Some(replicas[leader].0));
 
     // Only the leader works: the stack gets its children.
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
-    stacks
-        .create(
-            &PostParams::default(),
-            &operator_fixture::quickstart(&namespace).unwrap(),
-        )
+    operator_fixture::create_quickstart(&client, &namespace)
         .await
         .unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
