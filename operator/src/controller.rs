@@ -27,7 +27,7 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use crate::crd::AppStack;
 use crate::render::{
     self, AutoscalingApi, Child, ChildKind, Component, DisruptionApi, MANAGED_BY_LABEL, MANAGER,
-    Rollout, STACK_LABEL, ServedApis, migration_job_name,
+    Rollout, STACK_LABEL, ServedApis, component_name, migration_job_name,
 };
 use crate::status::{self, Migration, Observed};
 
@@ -361,7 +361,7 @@ async fn ensure_signing_keys(client: &Client, stack: &AppStack) -> Result<(), Re
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     if secrets
-        .get_opt(&format!("{name}-signing-keys"))
+        .get_opt(&render::signing_keys_name(&name))
         .await?
         .is_some()
     {
@@ -438,13 +438,10 @@ fn running_version(
     live: &BTreeMap<(&'static str, String), DynamicObject>,
 ) -> Option<String> {
     Component::ALL.iter().find_map(|component| {
-        live.get(&(
-            "Deployment",
-            format!("{}-{}", stack.name_any(), component.role()),
-        ))?
-        .annotations()
-        .get(render::VERSION_ANNOTATION)
-        .cloned()
+        live.get(&("Deployment", component_name(&stack.name_any(), *component)))?
+            .annotations()
+            .get(render::VERSION_ANNOTATION)
+            .cloned()
     })
 }
 
@@ -525,20 +522,21 @@ async fn reconcile_inner(cached: &AppStack, ctx: &Context) -> Result<Action, Rec
                         migration_job_name(&stack.name_any(), &stack.spec.version),
                     ));
                 }
+                // After a refusal the rest waits: no deletes, the version stays.
                 if refused.is_none() {
                     for _ in 0..delete_orphans(client, stack, &ctx.apis, &live, &wanted).await? {
                         ctx.metrics.wrote();
                     }
                     deployed_version = desired.deployed_version.clone();
-                }
-                if refused.is_none() && !desired.unserved.is_empty() {
-                    problem = Some((
-                        "UnservedApi",
-                        format!(
-                            "the cluster serves no known version of {}; the rest is applied",
-                            desired.unserved.join(", ")
-                        ),
-                    ));
+                    if !desired.unserved.is_empty() {
+                        problem = Some((
+                            "UnservedApi",
+                            format!(
+                                "the cluster serves no known version of {}; the rest is applied",
+                                desired.unserved.join(", ")
+                            ),
+                        ));
+                    }
                 }
             }
             Err(error) => problem = Some(("InvalidSpec", error.to_string())),
@@ -548,10 +546,7 @@ async fn reconcile_inner(cached: &AppStack, ctx: &Context) -> Result<Action, Rec
     // Each Deployment as listed, or as this reconcile applied it.
     let mut deployments = Vec::new();
     for component in Component::ALL {
-        let key = (
-            "Deployment",
-            format!("{}-{}", stack.name_any(), component.role()),
-        );
+        let key = ("Deployment", component_name(&stack.name_any(), component));
         deployments.push(match live.get(&key) {
             Some(object) => Some(serde_json::from_value::<Deployment>(serde_json::to_value(
                 object,

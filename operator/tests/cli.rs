@@ -76,8 +76,8 @@ fn render_of_an_upgrade_prints_the_migration_and_keeps_the_running_version() {
 
 #[test]
 fn render_refuses_a_broken_or_invalid_stack_with_a_reason() {
-    let dir = tempfile_dir();
-    let broken = dir.join("broken.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
     std::fs::write(
         &broken,
         "apiVersion: appstack.dev/v1alpha1\nkind: AppStack\nspec: [",
@@ -89,7 +89,7 @@ fn render_refuses_a_broken_or_invalid_stack_with_a_reason() {
 
     let quickstart =
         std::fs::read_to_string(repo().join("deploy/examples/quickstart.yaml")).unwrap();
-    let invalid = dir.join("invalid.yaml");
+    let invalid = dir.path().join("invalid.yaml");
     std::fs::write(
         &invalid,
         quickstart.replace("service: echo", "service: nowhere"),
@@ -99,11 +99,4 @@ fn render_refuses_a_broken_or_invalid_stack_with_a_reason() {
     assert!(!out.status.success(), "an invalid route rendered");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nowhere"), "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("appstack-operator-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -353,7 +353,10 @@ async fn start(
     };
     wait_ready(&plane, dir).await?;
     std::fs::write(dir.join(PORT_FILE), api_port.to_string())?;
-    std::fs::write(&plane.kubeconfig, kubeconfig(&plane))?;
+    std::fs::write(
+        &plane.kubeconfig,
+        kubeconfig_with_token(&plane, &plane.token),
+    )?;
     if !controller_manager {
         return Ok(plane);
     }
@@ -392,10 +395,6 @@ async fn wait_ready(plane: &ControlPlane, dir: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn kubeconfig(plane: &ControlPlane) -> String {
-    kubeconfig_with_token(plane, &plane.token)
 }
 
 fn kubeconfig_with_token(plane: &ControlPlane, token: &str) -> String {

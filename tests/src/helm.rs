@@ -12,6 +12,16 @@ use anyhow::Context as _;
 ///
 /// When none is found and the install script is missing or fails.
 pub fn helm_binary() -> anyhow::Result<PathBuf> {
+    // Found once per test process (each probe runs `helm version`).
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(found) = FOUND.get() {
+        return Ok(found.clone());
+    }
+    let found = find()?;
+    Ok(FOUND.get_or_init(|| found).clone())
+}
+
+fn find() -> anyhow::Result<PathBuf> {
     let works = |path: &Path| {
         Command::new(path)
             .arg("version")

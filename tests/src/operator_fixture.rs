@@ -13,6 +13,18 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
+/// Waits until `metrics` counts no new API write for `quiet`: the stacks it watches have
+/// settled (statuses written, nothing in motion).
+pub async fn settled(metrics: &appstack_operator::metrics::Metrics, quiet: Duration) {
+    let mut last = (metrics.writes(), Instant::now());
+    while last.1.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if metrics.writes() != last.0 {
+            last = (metrics.writes(), Instant::now());
+        }
+    }
+}
+
 /// The database Secret the example stacks name.
 pub const DATABASE_SECRET: &str = "shop-db-app";
 

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use appstack_operator::crd::AppStack;
 use appstack_operator::metrics::Metrics;
@@ -31,16 +31,12 @@ where
     appstack_tests::wait::eventually(what, WAIT, check).await
 }
 
-async fn delete_namespace(client: &Client, name: &str) {
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(name, &DeleteParams::default()).await;
-}
-
 fn quickstart(namespace: &str) -> AppStack {
     operator_fixture::quickstart(namespace).unwrap()
 }
 
 struct Running {
+    plane: ControlPlane,
     client: Client,
     namespace: String,
     metrics: Metrics,
@@ -48,9 +44,13 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A namespace with the CRD, the database Secret, and the controller watching it.
+/// On the shared control plane: see [`operator_on`].
 async fn operator() -> Running {
-    let plane = ControlPlane::shared().await.unwrap();
+    operator_on(ControlPlane::shared().await.unwrap()).await
+}
+
+/// A namespace on `plane` with the CRD, the database Secret, and the controller watching it.
+async fn operator_on(plane: ControlPlane) -> Running {
     let client = plane.client().unwrap();
     operator_fixture::install_crd(&client).await.unwrap();
     let namespace = plane.namespace("op").await.unwrap();
@@ -60,6 +60,7 @@ async fn operator() -> Running {
     let metrics = Metrics::default();
     let (stop, task) = start_controller(&client, &namespace, metrics.clone());
     Running {
+        plane,
         client,
         namespace,
         metrics,
@@ -115,10 +116,9 @@ impl Running {
     /// Stops the controller and deletes the test's namespace (the shared plane outlives
     /// the run).
     async fn shut_down(self) {
-        let client = self.client.clone();
-        let namespace = self.namespace.clone();
+        let (plane, namespace) = (self.plane.clone(), self.namespace.clone());
         self.stop().await;
-        delete_namespace(&client, &namespace).await;
+        plane.delete_namespace(&namespace).await.unwrap();
     }
 
     fn api<K>(&self) -> Api<K>
@@ -477,14 +477,8 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
         Some(())
     })
     .await;
-    let mut last = (op.metrics.writes(), Instant::now());
-    while last.1.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if op.metrics.writes() != last.0 {
-            last = (op.metrics.writes(), Instant::now());
-        }
-    }
-    let (client, namespace) = (op.client.clone(), op.namespace.clone());
+    operator_fixture::settled(&op.metrics, Duration::from_secs(5)).await;
+    let (plane, client, namespace) = (op.plane.clone(), op.client.clone(), op.namespace.clone());
     op.stop().await;
 
     // A new operator process (fresh memory) looks at the same stack.
@@ -503,7 +497,7 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
     );
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    delete_namespace(&client, &namespace).await;
+    plane.delete_namespace(&namespace).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,21 +585,7 @@ async fn an_api_the_server_does_not_serve_is_a_condition_and_the_rest_is_applied
     ])
     .await
     .unwrap();
-    let client = private.plane.client().unwrap();
-    operator_fixture::install_crd(&client).await.unwrap();
-    let namespace = private.plane.namespace("unserved").await.unwrap();
-    operator_fixture::create_database_secret(&client, &namespace)
-        .await
-        .unwrap();
-    let metrics = Metrics::default();
-    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
-    let op = Running {
-        client,
-        namespace,
-        metrics,
-        stop,
-        task,
-    };
+    let op = operator_on(private.plane.clone()).await;
     op.create_migrated().await;
 
     let (reason, message) = op.degraded().await;

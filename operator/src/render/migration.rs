@@ -87,7 +87,7 @@ pub fn signing_key_secret(
         uid: uid.map(str::to_owned),
         version: String::new(),
     };
-    let mut metadata = owner.meta(owner.child_name("signing-keys"), "auth");
+    let mut metadata = owner.meta(super::names::signing_keys_name(&owner.name), "auth");
     if let Some(labels) = metadata.labels.as_mut() {
         labels.remove("app.kubernetes.io/version");
     }

@@ -21,6 +21,7 @@ pub use config_file::{ADMIN_PORT, CONFIG_FILE, GRPC_PORT, KEYS_DIR};
 pub use migration::{MIGRATION_DEADLINE_SECONDS, migration_job_name, signing_key_secret};
 pub use names::{
     COMPONENT_LABEL, CONFIG_HASH_ANNOTATION, Component, MANAGED_BY_LABEL, MANAGER, STACK_LABEL,
+    component_name, signing_keys_name,
 };
 pub use pod::RUN_AS;
 pub use workload::VERSION_ANNOTATION;

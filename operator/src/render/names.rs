@@ -41,6 +41,16 @@ impl Component {
     }
 }
 
+/// The name of `component`'s Deployment, Service and ServiceAccount in stack `stack`.
+pub fn component_name(stack: &str, component: Component) -> String {
+    format!("{stack}-{}", component.role())
+}
+
+/// The name of auth's signing-key Secret in stack `stack`.
+pub fn signing_keys_name(stack: &str) -> String {
+    format!("{stack}-signing-keys")
+}
+
 /// What a child needs to know of its AppStack.
 #[derive(Debug, Clone)]
 pub(crate) struct Owner {

@@ -114,7 +114,7 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
         volumes.push(Volume {
             name: "signing-keys".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(input.owner.child_name("signing-keys")),
+                secret_name: Some(super::names::signing_keys_name(&input.owner.name)),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),

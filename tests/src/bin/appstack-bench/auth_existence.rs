@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use appstack_proto::auth::v1::{LoginRequest, SignUpRequest};
 use appstack_tests::auth_server::AuthServer;
 use tonic::Code;
@@ -18,10 +18,7 @@ const SAMPLES: usize = 150;
 
 pub(crate) fn run() -> anyhow::Result<()> {
     let report = Report::new("auth-existence");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
+    let runtime = crate::measure::runtime()?;
     for prevent in [true, false] {
         let (known, unknown) = runtime.block_on(measure(prevent))?;
         let setting = if prevent { "on" } else { "off" };

@@ -38,10 +38,7 @@ pub(crate) fn run(seconds: Duration, args: &AuthLoginArgs) -> anyhow::Result<()>
     let report = Report::new("auth-login");
     let threads = cores();
     let clients = args.clients.unwrap_or(2 * threads).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
+    let runtime = crate::measure::runtime()?;
 
     let server = runtime.block_on(AuthServer::start_with(|c| {
         // Keep the default OWASP parameters (19 MiB, t=2, p=1) and one worker per core; only

@@ -21,11 +21,7 @@ use crate::measure::{Latencies, Report};
 const CLIENTS: usize = 16;
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
-    runtime.block_on(measure(seconds))
+    crate::measure::runtime()?.block_on(measure(seconds))
 }
 
 fn submit(n: u64) -> SubmitRequest {

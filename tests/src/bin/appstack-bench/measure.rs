@@ -8,6 +8,14 @@ use anyhow::{Context as _, anyhow};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// The multi-threaded tokio runtime a scenario runs its async phases on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")
+}
+
 /// One printed figure.
 #[derive(Debug, Serialize)]
 pub(crate) struct Figure<'a> {

@@ -32,11 +32,7 @@ const STACKS: usize = 20;
 const MANY: usize = 100;
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
-    runtime.block_on(measure(seconds))
+    crate::measure::runtime()?.block_on(measure(seconds))
 }
 
 async fn measure(seconds: Duration) -> anyhow::Result<()> {
@@ -121,7 +117,7 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
         operator_fixture::finish_job(&client, &namespace, &job, true).await?;
     }
     for n in 0..STACKS {
-        let name = format!("shop{n}-worker");
+        let name = render::component_name(&format!("shop{n}"), render::Component::Worker);
         let waited = Instant::now();
         while deployments.get_opt(&name).await?.is_none() {
             anyhow::ensure!(
@@ -133,13 +129,7 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
     }
 
     // Let every stack settle (status written, nothing in motion), then reconcile each again.
-    let mut last = (metrics.writes(), Instant::now());
-    while last.1.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if metrics.writes() != last.0 {
-            last = (metrics.writes(), Instant::now());
-        }
-    }
+    operator_fixture::settled(&metrics, Duration::from_secs(3)).await;
     let (writes_before, reconciles_before, failures_before) =
         (metrics.writes(), metrics.reconciles(), metrics.failures());
     for n in 0..STACKS {
@@ -183,7 +173,7 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
 /// binary beside this one) over a fresh namespace; [`MANY`] stacks created at once, each
 /// migration finished as soon as its Job appears; converged when every stack reports its
 /// version deployed for its current generation. Its resident memory is then read from
-/// `/proc`, after the watch caches hold every stack and child.
+/// `/proc` once the stacks have settled.
 async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::Result<()> {
     let report = Report::new("operator");
     // The namespaces of earlier runs go with all their children: measured while the
@@ -235,8 +225,8 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
     let mut finished = std::collections::BTreeSet::new();
     loop {
         for job in jobs.list(&ListParams::default()).await? {
-            let name = job.metadata.name.clone().unwrap_or_default();
-            if job.status.is_none_or(|s| s.succeeded.is_none()) && finished.insert(name.clone()) {
+            let name = job.metadata.name.unwrap_or_default();
+            if finished.insert(name.clone()) {
                 operator_fixture::finish_job(client, &namespace, &name, true).await?;
             }
         }
@@ -289,8 +279,9 @@ async fn converge_many(plane: &ControlPlane, client: &kube::Client) -> anyhow::R
         1,
         "ms",
     )?;
-    // Settle, so the figure includes the caches of every child (the Deployments' ReplicaSets
-    // and status updates arrive after convergence).
+    // Settle: the Deployments' status updates, and the reconciles they bring, go on after
+    // convergence. (The children are watched for metadata only; the operator caches the
+    // AppStacks alone.)
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.real(
         "rss_mib_100_stacks",

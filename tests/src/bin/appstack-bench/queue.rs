@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use appstack_queue::ClaimWatermark;
 use appstack_queue::store::{ClaimFilter, Completion, CompletionAction, Finish, Queue};
 use appstack_tests::pg;
@@ -33,11 +32,7 @@ const HISTORY: i64 = 1_000_000;
 const LEASE: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
-    runtime.block_on(measure(seconds))
+    crate::measure::runtime()?.block_on(measure(seconds))
 }
 
 async fn measure(seconds: Duration) -> anyhow::Result<()> {

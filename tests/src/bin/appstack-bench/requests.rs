@@ -47,11 +47,7 @@ SELECT id, owner, kind, mode, status, payload::text, created_at FROM ins;
 ";
 
 pub(crate) fn run(seconds: Duration, get: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
-    runtime.block_on(measure(seconds, get))
+    crate::measure::runtime()?.block_on(measure(seconds, get))
 }
 
 async fn measure(seconds: Duration, get: bool) -> anyhow::Result<()> {

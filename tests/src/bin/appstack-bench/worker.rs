@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use appstack_tests::stack_server::StackServer;
 
 use crate::measure::Report;
@@ -15,11 +14,7 @@ use crate::measure::Report;
 const REQUESTS: i64 = 20_000;
 
 pub(crate) fn run() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")?;
-    runtime.block_on(measure())
+    crate::measure::runtime()?.block_on(measure())
 }
 
 async fn measure() -> anyhow::Result<()> {
