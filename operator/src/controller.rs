@@ -26,8 +26,9 @@ use kube::{Client, Resource as _, ResourceExt as _};
 
 use crate::crd::AppStack;
 use crate::render::{
-    self, AutoscalingApi, Child, ChildKind, Component, DisruptionApi, MANAGED_BY_LABEL, MANAGER,
-    Rollout, STACK_LABEL, ServedApis, component_name, migration_job_name,
+    self, AutoscalingApi, Child, ChildKind, Component, DisruptionApi, GrpcRouteApi,
+    MANAGED_BY_LABEL, MANAGER, Rollout, STACK_LABEL, ServedApis, component_name,
+    migration_job_name,
 };
 use crate::status::{self, Migration, Observed};
 
@@ -122,7 +123,19 @@ pub async fn discover(client: &Client) -> Result<ServedApis, kube::Error> {
     let autoscaling = served(kube::discovery::group(client, "autoscaling").await)?;
     let policy = served(kube::discovery::group(client, "policy").await)?;
     let has = |versions: &[String], v: &str| versions.iter().any(|x| x == v);
+    let keda = served_kinds(client, "keda.sh", "v1alpha1").await;
+    let gateway_v1 = served_kinds(client, "gateway.networking.k8s.io", "v1").await;
+    let gateway_v1alpha2 = served_kinds(client, "gateway.networking.k8s.io", "v1alpha2").await;
+    let kind_in = |kinds: &[String], kind: &str| kinds.iter().any(|k| k == kind);
     Ok(ServedApis {
+        keda: kind_in(&keda, "ScaledObject") && kind_in(&keda, "TriggerAuthentication"),
+        grpc_route: if kind_in(&gateway_v1, "GRPCRoute") {
+            Some(GrpcRouteApi::V1)
+        } else if kind_in(&gateway_v1alpha2, "GRPCRoute") {
+            Some(GrpcRouteApi::V1alpha2)
+        } else {
+            None
+        },
         autoscaling: if has(&autoscaling, "v2") {
             Some(AutoscalingApi::V2)
         } else if has(&autoscaling, "v2beta2") {
@@ -138,6 +151,19 @@ pub async fn discover(client: &Client) -> Result<ServedApis, kube::Error> {
             None
         },
     })
+}
+
+/// The kinds `group/version` serves; none when it is not served (a CRD not installed).
+async fn served_kinds(client: &Client, group: &str, version: &str) -> Vec<String> {
+    let gv = kube::core::GroupVersion::gv(group, version);
+    match kube::discovery::pinned_group(client, &gv).await {
+        Ok(group) => group
+            .resources_by_stability()
+            .into_iter()
+            .map(|(resource, _)| resource.kind)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// `policy/v1` exists on 1.20 too (for Evictions) without PodDisruptionBudgets.
@@ -163,6 +189,10 @@ fn api_resource(kind: ChildKind) -> ApiResource {
         "PodDisruptionBudget" => "poddisruptionbudgets",
         "NetworkPolicy" => "networkpolicies",
         "Job" => "jobs",
+        "Ingress" => "ingresses",
+        "GRPCRoute" => "grpcroutes",
+        "ScaledObject" => "scaledobjects",
+        "TriggerAuthentication" => "triggerauthentications",
         other => other,
     };
     ApiResource {
@@ -201,7 +231,30 @@ fn managed_kinds(apis: &ServedApis) -> Vec<ChildKind> {
             api_version: "batch/v1",
             kind: "Job",
         },
+        ChildKind {
+            api_version: "networking.k8s.io/v1",
+            kind: "Ingress",
+        },
     ];
+    if apis.keda {
+        for kind in ["ScaledObject", "TriggerAuthentication"] {
+            kinds.push(ChildKind {
+                api_version: "keda.sh/v1alpha1",
+                kind,
+            });
+        }
+    }
+    match apis.grpc_route {
+        Some(GrpcRouteApi::V1) => kinds.push(ChildKind {
+            api_version: "gateway.networking.k8s.io/v1",
+            kind: "GRPCRoute",
+        }),
+        Some(GrpcRouteApi::V1alpha2) => kinds.push(ChildKind {
+            api_version: "gateway.networking.k8s.io/v1alpha2",
+            kind: "GRPCRoute",
+        }),
+        None => {}
+    }
     match apis.autoscaling {
         Some(AutoscalingApi::V2) => kinds.push(ChildKind {
             api_version: "autoscaling/v2",
@@ -354,6 +407,50 @@ async fn delete_orphans(
     Ok(deleted)
 }
 
+/// Deletes the worker's own HPA before its ScaledObject is applied: KEDA's admission
+/// webhook refuses a ScaledObject for a Deployment another HPA already scales, so the usual
+/// order (apply, then delete orphans) would never get there.
+async fn retire_replaced_autoscaler(
+    client: &Client,
+    stack: &AppStack,
+    apis: &ServedApis,
+    desired: &render::Desired,
+    live: &mut BTreeMap<(&'static str, String), DynamicObject>,
+) -> Result<(), ReconcileError> {
+    let (Some(namespace), Some(uid)) = (stack.namespace(), stack.uid()) else {
+        return Ok(());
+    };
+    let replaced = desired
+        .children
+        .iter()
+        .any(|child| matches!(child, Child::ScaledObject(_)));
+    let Some(kind) = managed_kinds(apis)
+        .into_iter()
+        .find(|k| k.kind == "HorizontalPodAutoscaler")
+    else {
+        return Ok(());
+    };
+    let key = (
+        kind.kind,
+        component_name(&stack.name_any(), Component::Worker),
+    );
+    let ours = live
+        .get(&key)
+        .is_some_and(|hpa| hpa.owner_references().iter().any(|o| o.uid == uid));
+    if !replaced || !ours {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
+    match api.delete(&key.1, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(other) => return Err(other.into()),
+    }
+    live.remove(&key);
+    Ok(())
+}
+
 /// Creates auth's signing-key Secret when it does not exist; never overwrites it.
 async fn ensure_signing_keys(client: &Client, stack: &AppStack) -> Result<(), ReconcileError> {
     let (Some(namespace), name) = (stack.namespace(), stack.name_any()) else {
@@ -488,6 +585,7 @@ async fn reconcile_inner(cached: &AppStack, ctx: &Context) -> Result<Action, Rec
         match render::render(stack, &ctx.apis, &rollout) {
             Ok(desired) => {
                 ensure_signing_keys(client, stack).await?;
+                retire_replaced_autoscaler(client, stack, &ctx.apis, &desired, &mut live).await?;
                 let mut wanted = BTreeSet::new();
                 for child in &desired.children {
                     let key = (child.kind(&ctx.apis).kind, child.name().to_owned());
@@ -694,9 +792,17 @@ pub async fn run(
             .debounce(tuning.debounce),
     );
     // HPAs and PDBs in whichever version the server serves (dynamic: 1.20's v2beta2 and
-    // v1beta1 have no typed counterpart in k8s-openapi).
+    // v1beta1 have no typed counterpart in k8s-openapi), and the other projects' kinds.
     for kind in managed_kinds(&apis) {
-        if matches!(kind.kind, "HorizontalPodAutoscaler" | "PodDisruptionBudget") {
+        if matches!(
+            kind.kind,
+            "HorizontalPodAutoscaler"
+                | "PodDisruptionBudget"
+                | "Ingress"
+                | "GRPCRoute"
+                | "ScaledObject"
+                | "TriggerAuthentication"
+        ) {
             let resource = api_resource(kind);
             let dynamic: Api<DynamicObject> = match &namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

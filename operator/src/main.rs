@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use appstack_operator::crd::{self, AppStack};
-use appstack_operator::render::{self, AutoscalingApi, DisruptionApi, Rollout, ServedApis};
+use appstack_operator::render::{
+    self, AutoscalingApi, DisruptionApi, GrpcRouteApi, Rollout, ServedApis,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The AppStack operator.
@@ -57,6 +59,13 @@ enum Command {
         /// (what an upgrade applies first).
         #[arg(long)]
         running: Option<String>,
+        /// Render as for a cluster with KEDA (`keda.sh/v1alpha1`): the worker's queue
+        /// scaling becomes a ScaledObject.
+        #[arg(long)]
+        keda: bool,
+        /// Render as for a cluster serving the Gateway API's GRPCRoute (`v1`).
+        #[arg(long)]
+        gateway_api: bool,
     },
 }
 
@@ -120,6 +129,8 @@ fn main() -> anyhow::Result<()> {
             file,
             apis,
             running,
+            keda,
+            gateway_api,
         } => {
             let text = if file.as_os_str() == "-" {
                 let mut text = String::new();
@@ -136,13 +147,18 @@ fn main() -> anyhow::Result<()> {
             if stack.metadata.namespace.is_none() {
                 stack.metadata.namespace = Some("default".into());
             }
-            let apis = match apis {
+            let mut apis = match apis {
                 Apis::Current => ServedApis::CURRENT,
                 Apis::Legacy => ServedApis {
                     autoscaling: Some(AutoscalingApi::V2beta2),
                     disruption: Some(DisruptionApi::V1beta1),
+                    ..ServedApis::CURRENT
                 },
             };
+            apis.keda = keda;
+            if gateway_api {
+                apis.grpc_route = Some(GrpcRouteApi::V1);
+            }
             let rollout = match running {
                 Some(running) => Rollout {
                     running: Some(running),

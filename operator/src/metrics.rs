@@ -6,6 +6,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,7 @@ pub struct Metrics {
     writes: Counter,
     failures: Family<Reason, Counter>,
     duration: Histogram,
+    leader: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -31,6 +33,7 @@ impl Default for Metrics {
         let writes = Counter::default();
         let failures = Family::<Reason, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let leader = Gauge::default();
         let mut registry = Registry::with_prefix("appstack_operator");
         registry.register("reconciles", "Reconciles of AppStacks", reconciles.clone());
         registry.register(
@@ -48,17 +51,28 @@ impl Default for Metrics {
             "How long a reconcile took",
             duration.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and runs the controller, else 0",
+            leader.clone(),
+        );
         Self {
             reconciles,
             writes,
             failures,
             duration,
+            leader,
             registry: Arc::new(registry),
         }
     }
 }
 
 impl Metrics {
+    /// This replica leads (runs the controller) or stopped leading.
+    pub fn set_leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     /// A reconcile starts.
     pub fn start(&self) -> Instant {
         Instant::now()

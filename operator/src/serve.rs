@@ -53,6 +53,7 @@ pub async fn serve(client: Client, options: ServeOptions) -> anyhow::Result<()> 
     });
 
     let Some(lease_namespace) = options.lease_namespace.clone() else {
+        metrics.set_leading(true);
         let mut stop = stop_rx.clone();
         crate::controller::run(
             client,
@@ -82,6 +83,7 @@ pub async fn serve(client: Client, options: ServeOptions) -> anyhow::Result<()> 
         }
         tracing::info!(identity = %options.identity, "leading: starting the controller");
         let _ = leading_tx.send(true);
+        metrics.set_leading(true);
         let (mut lost, mut stop) = (leader.clone(), stop_rx.clone());
         crate::controller::run(
             client.clone(),
@@ -97,6 +99,7 @@ pub async fn serve(client: Client, options: ServeOptions) -> anyhow::Result<()> 
         )
         .await?;
         let _ = leading_tx.send(false);
+        metrics.set_leading(false);
         if *stop_rx.borrow() {
             break;
         }

@@ -139,3 +139,111 @@ pub async fn finish_job(
         .with_context(|| format!("finishing job {name}"))?;
     Ok(())
 }
+
+/// Stand-ins for other projects' CRDs, for a control plane that must serve their kinds:
+/// the group, version, kind and scope of the real ones, with a schema that keeps every
+/// field. (Their own CRD files stay out of this repository; what the operator writes into
+/// them is checked field by field in the render's tests.)
+#[derive(Debug, Clone, Copy)]
+pub struct StandInCrd {
+    /// The API group, e.g. `keda.sh`.
+    pub group: &'static str,
+    /// The served version, e.g. `v1alpha1`.
+    pub version: &'static str,
+    /// The kind, e.g. `ScaledObject`.
+    pub kind: &'static str,
+    /// The plural, e.g. `scaledobjects`.
+    pub plural: &'static str,
+}
+
+/// KEDA's ScaledObject and TriggerAuthentication (`keda.sh/v1alpha1`).
+pub const KEDA_CRDS: [StandInCrd; 2] = [
+    StandInCrd {
+        group: "keda.sh",
+        version: "v1alpha1",
+        kind: "ScaledObject",
+        plural: "scaledobjects",
+    },
+    StandInCrd {
+        group: "keda.sh",
+        version: "v1alpha1",
+        kind: "TriggerAuthentication",
+        plural: "triggerauthentications",
+    },
+];
+
+/// The Gateway API's GRPCRoute (`gateway.networking.k8s.io/v1`).
+pub const GRPC_ROUTE_CRD: StandInCrd = StandInCrd {
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    kind: "GRPCRoute",
+    plural: "grpcroutes",
+};
+
+/// Creates the stand-in CRDs and waits until each is established.
+///
+/// # Errors
+///
+/// When the server refuses one or one is not established within 30 s.
+pub async fn install_stand_in_crds(client: &Client, crds: &[StandInCrd]) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = format!("{}.{}", crd.plural, crd.group);
+        // Groups under k8s.io need an approval (the Gateway API's CRDs carry their PR's).
+        let annotations = if crd.group.ends_with(".k8s.io") {
+            serde_json::json!({"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"})
+        } else {
+            serde_json::json!({})
+        };
+        let definition: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "group": crd.group,
+                "scope": "Namespaced",
+                "names": {
+                    "kind": crd.kind,
+                    "listKind": format!("{}List", crd.kind),
+                    "plural": crd.plural,
+                    "singular": crd.kind.to_lowercase(),
+                },
+                "versions": [{
+                    "name": crd.version,
+                    "served": true,
+                    "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                    }},
+                }],
+            },
+        }))?;
+        match api.create(&PostParams::default(), &definition).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(other) => return Err(other).with_context(|| format!("installing {name}")),
+        }
+        let started = Instant::now();
+        loop {
+            let established = api
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "{name} was not established within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -105,7 +105,11 @@ format = "json"
 filter = "warn"
 
 [queue]
-lease = "2s"
+# Short enough that a killed worker's jobs come back within seconds; long enough that a
+# live worker starved of CPU for a moment (2 cores, parallel suites) keeps its leases —
+# a lease that expires under a live worker makes a second execution, which the ordering
+# suite would rightly report as an overlap.
+lease = "5s"
 heartbeat = "500ms"
 pollInterval = "200ms"
 rescuerInterval = "250ms"

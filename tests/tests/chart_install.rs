@@ -185,10 +185,17 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
         .clone()
         .unwrap();
     assert!(args.contains(&"--concurrency=4".to_owned()), "{args:?}");
-    helm(&plane, &namespace, &["uninstall", RELEASE, "--wait"]);
     let selector =
         format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=appstack-operator");
     let by_release = ListParams::default().labels(&selector);
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(admin.clone(), &namespace);
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(admin.clone(), &namespace);
+    // Present before the uninstall, so their absence after it means something.
+    assert_eq!(policies.list(&by_release).await.unwrap().items.len(), 1);
+    assert_eq!(services.list(&by_release).await.unwrap().items.len(), 1);
+    helm(&plane, &namespace, &["uninstall", RELEASE, "--wait"]);
     assert!(
         deployments
             .list(&by_release)
@@ -202,5 +209,7 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
     assert!(bindings.list(&by_release).await.unwrap().items.is_empty());
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
     assert!(accounts.list(&by_release).await.unwrap().items.is_empty());
+    assert!(services.list(&by_release).await.unwrap().items.is_empty());
+    assert!(policies.list(&by_release).await.unwrap().items.is_empty());
     plane.delete_namespace(&namespace).await.unwrap();
 }

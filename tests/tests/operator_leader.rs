@@ -78,6 +78,18 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over_when_it_dies()
     })
     .await;
     assert_eq!(leading(replicas[standby].1).await, Some(false));
+    // The leader gauge the NoLeader alert reads says the same.
+    for (index, expected) in [
+        (leader, "appstack_operator_leader 1"),
+        (standby, "appstack_operator_leader 0"),
+    ] {
+        let (status, body) = http_get(replicas[index].1, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.lines().any(|line| line == expected),
+            "{expected} missing:\n{body}"
+        );
+    }
 
     // The leader dies without releasing the Lease: the standby takes over once it expires.
     let killed = Instant::now();

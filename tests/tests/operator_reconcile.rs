@@ -686,3 +686,172 @@ async fn a_running_stack_whose_status_was_lost_keeps_its_deployments() {
     );
     op.shut_down().await;
 }
+
+/// The quickstart with queue-depth scaling on the worker and main behind a Gateway.
+fn queue_scaled_behind_a_gateway(namespace: &str) -> AppStack {
+    let mut stack = quickstart(namespace);
+    stack.spec.worker.autoscaling.queue = Some(Default::default());
+    stack.spec.ingress = Some(appstack_operator::crd::IngressSpec {
+        host: "api.shop.example".into(),
+        class_name: None,
+        annotations: Default::default(),
+        tls_secret_name: None,
+        gateway: Some(appstack_operator::crd::GatewayRef {
+            name: "public".into(),
+            namespace: None,
+            section_name: None,
+        }),
+    });
+    stack
+}
+
+impl Running {
+    /// Merge-patches the `shop` stack's spec.
+    async fn patch_spec(&self, spec: serde_json::Value) {
+        let stacks: Api<AppStack> = self.api();
+        stacks
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `api` has `name` (`present`) or not.
+    async fn wait_for(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        present: bool,
+    ) -> Option<DynamicObject> {
+        let what = format!("{name} {}", if present { "present" } else { "gone" });
+        eventually(&what, || async {
+            match api.get_opt(name).await {
+                Ok(found) if found.is_some() == present => Some(found),
+                _ => None,
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keda_and_the_gateway_api_the_worker_scales_on_its_queue_and_main_gets_a_route() {
+    // A server of its own: installing KEDA's and the Gateway API's kinds on the shared
+    // plane would change what every other suite's operator discovers.
+    let private = PrivateControlPlane::start(&[]).await.unwrap();
+    let client = private.plane.client().unwrap();
+    let mut stand_ins = operator_fixture::KEDA_CRDS.to_vec();
+    stand_ins.push(operator_fixture::GRPC_ROUTE_CRD);
+    operator_fixture::install_stand_in_crds(&client, &stand_ins)
+        .await
+        .unwrap();
+    let op = operator_on(private.plane.clone()).await;
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    let scaled = op.dynamic("keda.sh/v1alpha1", "ScaledObject", "scaledobjects");
+    let authentications = op.dynamic(
+        "keda.sh/v1alpha1",
+        "TriggerAuthentication",
+        "triggerauthentications",
+    );
+    let routes = op.dynamic("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes");
+    let ingresses = op.dynamic("networking.k8s.io/v1", "Ingress", "ingresses");
+
+    // First without queue scaling: the worker has its CPU HPA.
+    op.create_migrated().await;
+    op.wait_for(&hpas, "shop-worker", true).await;
+
+    // Queue scaling and a Gateway: the ScaledObject replaces the worker's HPA (deleted first,
+    // as KEDA's webhook would refuse a second autoscaler), main gets a GRPCRoute.
+    let wanted = queue_scaled_behind_a_gateway(&op.namespace);
+    op.patch_spec(serde_json::json!({
+        "worker": {"autoscaling": {"queue": wanted.spec.worker.autoscaling.queue}},
+        "ingress": wanted.spec.ingress,
+    }))
+    .await;
+    let object = op.wait_for(&scaled, "shop-worker", true).await.unwrap();
+    op.wait_for(&hpas, "shop-worker", false).await;
+    let spec = &object.data["spec"];
+    assert_eq!(spec["scaleTargetRef"]["name"], "shop-worker");
+    assert_eq!(spec["minReplicaCount"], 2);
+    assert_eq!(spec["triggers"][0]["type"], "postgresql");
+    assert_eq!(
+        spec["triggers"][0]["authenticationRef"]["name"],
+        "shop-worker-queue"
+    );
+    let authentication = op
+        .wait_for(&authentications, "shop-worker-queue", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        authentication.data["spec"]["secretTargetRef"][0],
+        serde_json::json!({"parameter": "connection", "name": "shop-db-app", "key": "uri"})
+    );
+    let route = op.wait_for(&routes, "shop-main", true).await.unwrap();
+    assert_eq!(route.data["spec"]["parentRefs"][0]["name"], "public");
+    assert!(ingresses.get_opt("shop-main").await.unwrap().is_none());
+    // main and auth keep their CPU HPAs.
+    op.wait_for(&hpas, "shop-main", true).await;
+    op.wait_for(&hpas, "shop-auth", true).await;
+
+    // Scale to zero.
+    op.patch_spec(serde_json::json!({"worker": {"autoscaling": {"queue": {"scaleToZero": true}}}}))
+        .await;
+    eventually("minReplicaCount 0", || async {
+        let object = scaled.get("shop-worker").await.ok()?;
+        (object.data["spec"]["minReplicaCount"] == 0).then_some(())
+    })
+    .await;
+
+    // Back to CPU and no Gateway: the HPA returns, KEDA's objects and the route go.
+    op.patch_spec(serde_json::json!({
+        "worker": {"autoscaling": {"queue": null}},
+        "ingress": {"gateway": null},
+    }))
+    .await;
+    op.wait_for(&hpas, "shop-worker", true).await;
+    op.wait_for(&scaled, "shop-worker", false).await;
+    op.wait_for(&authentications, "shop-worker-queue", false)
+        .await;
+    op.wait_for(&routes, "shop-main", false).await;
+    op.wait_for(&ingresses, "shop-main", true).await;
+    assert_eq!(op.metrics.failures(), 0);
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keda_or_the_gateway_api_the_fallbacks_are_applied_and_reported() {
+    let op = operator().await;
+    let stacks: Api<AppStack> = op.api();
+    stacks
+        .create(
+            &PostParams::default(),
+            &queue_scaled_behind_a_gateway(&op.namespace),
+        )
+        .await
+        .unwrap();
+    op.finish_job("shop-migrate-0-1-0", true).await;
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    let ingresses = op.dynamic("networking.k8s.io/v1", "Ingress", "ingresses");
+    op.wait_for(&hpas, "shop-worker", true).await;
+    let ingress = op.wait_for(&ingresses, "shop-main", true).await.unwrap();
+    assert_eq!(ingress.data["spec"]["rules"][0]["host"], "api.shop.example");
+    let (reason, message) = op.degraded().await;
+    assert_eq!(reason, "UnservedApi");
+    assert!(
+        message.contains("ScaledObject") && message.contains("GRPCRoute"),
+        "{message}"
+    );
+    assert_eq!(op.metrics.failures(), 0);
+    op.shut_down().await;
+}

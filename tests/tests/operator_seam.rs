@@ -1,7 +1,8 @@
 //! The seam between the operator and the services: the ConfigMap the operator renders is
-//! read by the services' own loader (file, then the `DATABASE_URL` the pod gets from the
-//! Secret) into exactly the configuration the operator meant, with every setting the user
-//! wrote in the AppStack intact.
+//! read by the services' own loader into exactly the configuration the operator meant, with
+//! every setting the user wrote in the AppStack intact; and the `DATABASE_URL_FILE` each
+//! pod gets names the file its database Secret is mounted as. (`appstack`'s CLI tests read
+//! such a file.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -64,5 +65,72 @@ fn the_services_read_the_rendered_config_map_as_the_operator_meant_it() {
             "{name}"
         );
         assert_eq!(loaded.auth.issuer, spec.auth.issuer, "{name}");
+    }
+}
+
+#[test]
+fn every_pod_finds_the_database_url_where_its_secret_is_mounted() {
+    use k8s_openapi::api::core::v1::PodSpec;
+    let stack = example("production.yaml");
+    // An upgrade in its migration: the Deployments of the running version and the Job of
+    // the new one.
+    let rollout = Rollout {
+        running: Some("0.0.9".into()),
+        migrated: false,
+    };
+    let desired = render::render(&stack, &ServedApis::CURRENT, &rollout).unwrap();
+    let pods: Vec<(String, PodSpec)> = desired
+        .children
+        .iter()
+        .filter_map(|child| match child {
+            Child::Deployment(d) => Some((
+                d.metadata.name.clone().unwrap(),
+                d.spec.clone()?.template.spec?,
+            )),
+            Child::Migration(j) => Some((
+                j.metadata.name.clone().unwrap(),
+                j.spec.clone()?.template.spec?,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pods.len(), 4, "three Deployments and the migration Job");
+    for (name, pod) in pods {
+        let container = &pod.containers[0];
+        let env = container.env.as_deref().unwrap();
+        assert!(
+            env.iter().all(|e| e.name != "DATABASE_URL"),
+            "{name}: the URL is in the environment"
+        );
+        let file = env
+            .iter()
+            .find(|e| e.name == "DATABASE_URL_FILE")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name}: no DATABASE_URL_FILE"));
+        let (dir, file_name) = file.rsplit_once('/').unwrap();
+        let mount = container
+            .volume_mounts
+            .as_deref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
+        let volume = pod
+            .volumes
+            .as_deref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(
+            secret.secret_name.as_deref(),
+            Some(stack.spec.database.secret_name.as_str()),
+            "{name}"
+        );
+        let items = secret.items.as_deref().unwrap();
+        assert_eq!(items.len(), 1, "{name}");
+        assert_eq!(items[0].key, stack.spec.database.key, "{name}");
+        assert_eq!(items[0].path, file_name, "{name}");
     }
 }

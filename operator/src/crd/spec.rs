@@ -29,6 +29,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.main) || !has(self.main.autoscaling) || !has(self.main.autoscaling.queue)",
+     "message": "main.autoscaling.queue: queue-depth scaling is for the worker only"},
+    {"rule": "!has(self.auth) || !has(self.auth.autoscaling) || !has(self.auth.autoscaling.queue)",
+     "message": "auth.autoscaling.queue: queue-depth scaling is for the worker only"}
+]))]
 pub struct AppStackSpec {
     /// Image repository of every component, without a tag, e.g. `ghcr.io/acme/appstack`.
     #[schemars(length(min = 1, max = 255))]
@@ -71,6 +77,11 @@ pub struct AppStackSpec {
     /// NetworkPolicies around the stack.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// main's gRPC API from outside the cluster: an Ingress (e.g. the AWS Load Balancer
+    /// Controller's ALB with gRPC backends), or a GRPCRoute on a Gateway where the Gateway
+    /// API is served. Default: none (main is reachable inside the cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
     /// Stop changing the stack's children (status stays current). Default `false`.
     #[serde(default)]
     pub paused: bool,
@@ -200,6 +211,112 @@ pub struct AutoscalingSpec {
     /// Scale-up and scale-down behaviour (the HPA's `behavior`). Default: Kubernetes'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+    /// The worker only: scale on the queue instead of CPU where KEDA (`keda.sh/v1alpha1`)
+    /// is served: a ScaledObject replaces the HPA. Without KEDA the HPA stays and the
+    /// stack reports it. Default: none (CPU/memory HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueScalingSpec>,
+}
+
+/// Queue-depth autoscaling of the worker (a KEDA ScaledObject with PostgreSQL triggers on
+/// the stack's own database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueScalingSpec {
+    /// Jobs ready or running per worker pod: workers = ceil(jobs / this). Default `20`.
+    #[serde(default = "default_jobs_per_replica")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub target_jobs_per_replica: i32,
+    /// Add workers while the oldest ready job has waited longer than this many seconds.
+    /// Default `30`.
+    #[serde(default = "default_oldest_ready_age")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub oldest_ready_age_seconds: i32,
+    /// Scale to zero workers when no job is ready or running, and back to one when one is
+    /// (the serverless behaviour of a Lambda consumer). Default `false`: `minReplicas` stay.
+    #[serde(default)]
+    pub scale_to_zero: bool,
+    /// Seconds without work before scaling to zero. Default `300`.
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(min = 0, max = 86_400))]
+    pub cooldown_seconds: i32,
+    /// How often KEDA runs the queries, in seconds. Default `15`.
+    #[serde(default = "default_polling_interval")]
+    #[schemars(range(min = 1, max = 3_600))]
+    pub polling_interval_seconds: i32,
+}
+
+fn default_jobs_per_replica() -> i32 {
+    20
+}
+fn default_oldest_ready_age() -> i32 {
+    30
+}
+fn default_cooldown() -> i32 {
+    300
+}
+fn default_polling_interval() -> i32 {
+    15
+}
+
+impl Default for QueueScalingSpec {
+    fn default() -> Self {
+        Self {
+            target_jobs_per_replica: default_jobs_per_replica(),
+            oldest_ready_age_seconds: default_oldest_ready_age(),
+            scale_to_zero: false,
+            cooldown_seconds: default_cooldown(),
+            polling_interval_seconds: default_polling_interval(),
+        }
+    }
+}
+
+/// main's API from outside the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The host name clients call, e.g. `api.shop.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        )
+    )]
+    pub host: String,
+    /// The IngressClass, e.g. `alb`. Default: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Annotations of the Ingress or GRPCRoute, e.g. the ALB's
+    /// `alb.ingress.kubernetes.io/backend-protocol-version: GRPC`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// A TLS Secret for `host`, terminated by the Ingress. Default: none (an ALB takes its
+    /// certificate from ACM by annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+    /// Attach a GRPCRoute to this Gateway instead of rendering an Ingress, where
+    /// `gateway.networking.k8s.io` serves GRPCRoute. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+/// A Gateway a GRPCRoute attaches to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its namespace. Default: the AppStack's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// The listener, e.g. `https`. Default: every listener that allows the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -225,6 +342,7 @@ impl Default for AutoscalingSpec {
             target_cpu_utilization: default_cpu(),
             target_memory_utilization: None,
             behavior: None,
+            queue: None,
         }
     }
 }

@@ -21,6 +21,11 @@ pub const CONFIG_DIR: &str = "/etc/appstack";
 pub const CONFIG_FILE: &str = "appstack.toml";
 /// Where auth's signing keys are mounted.
 pub const KEYS_DIR: &str = "/var/run/appstack/auth-keys";
+/// Where the database Secret's key is mounted, outside the ConfigMap's folder (a mount
+/// inside a ConfigMap volume would need a mount point in a read-only volume).
+pub const DATABASE_DIR: &str = "/var/run/appstack/database";
+/// The file in [`DATABASE_DIR`] holding the URL; `DATABASE_URL_FILE` names it.
+pub const DATABASE_URL_FILE: &str = "url";
 
 /// The configuration every component reads: the spec's, with the fields the operator owns
 /// set (listen ports, key folder, the auth endpoint, no migrations at start).
@@ -28,7 +33,7 @@ pub(crate) fn stack_config(spec: &AppStackSpec, owner: &Owner) -> StackConfig {
     let mut config = spec.config.clone();
     config.server.grpc_addr = SocketAddr::from(([0, 0, 0, 0], GRPC_PORT));
     config.server.admin_addr = SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT));
-    // From the Secret, through DATABASE_URL: never in a ConfigMap.
+    // From the Secret, through DATABASE_URL_FILE: never in a ConfigMap.
     config.database.url = String::new();
     config.database.migrate_on_start = false;
     config.auth.keys_dir = PathBuf::from(KEYS_DIR);

@@ -3,17 +3,20 @@
 //! function backs `appstack-operator render` (GitOps review, `kubectl diff`).
 
 mod config_file;
+pub mod external_kinds;
+mod ingress;
 mod migration;
 mod names;
 mod network;
 mod pod;
+mod queue_scaling;
 mod workload;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 
@@ -24,9 +27,11 @@ pub use names::{
     component_name, signing_keys_name,
 };
 pub use pod::RUN_AS;
+pub use queue_scaling::{JOBS_QUERY, OLDEST_READY_AGE_QUERY};
 pub use workload::VERSION_ANNOTATION;
 
 use crate::crd::AppStack;
+use external_kinds::{GrpcRoute, ScaledObject, TriggerAuthentication};
 use names::Owner;
 
 /// Why an `AppStack` cannot be rendered; each becomes a condition, never a crash.
@@ -61,6 +66,15 @@ pub enum DisruptionApi {
     V1beta1,
 }
 
+/// GRPCRoute versions a Gateway API install may serve, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcRouteApi {
+    /// `gateway.networking.k8s.io/v1` (Gateway API 1.1+).
+    V1,
+    /// `gateway.networking.k8s.io/v1alpha2`: the same fields for what we set.
+    V1alpha2,
+}
+
 /// What the cluster serves, from discovery. `None`: in no version we know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedApis {
@@ -68,13 +82,19 @@ pub struct ServedApis {
     pub autoscaling: Option<AutoscalingApi>,
     /// PodDisruptionBudgets.
     pub disruption: Option<DisruptionApi>,
+    /// KEDA's ScaledObject and TriggerAuthentication (`keda.sh/v1alpha1`).
+    pub keda: bool,
+    /// The Gateway API's GRPCRoute.
+    pub grpc_route: Option<GrpcRouteApi>,
 }
 
 impl ServedApis {
-    /// A current cluster: `autoscaling/v2`, `policy/v1`.
+    /// A current cluster: `autoscaling/v2`, `policy/v1`; neither KEDA nor the Gateway API.
     pub const CURRENT: Self = Self {
         autoscaling: Some(AutoscalingApi::V2),
         disruption: Some(DisruptionApi::V1),
+        keda: false,
+        grpc_route: None,
     };
 }
 
@@ -106,6 +126,14 @@ pub enum Child {
     NetworkPolicy(NetworkPolicy),
     /// The migration of a version.
     Migration(Job),
+    /// main's Ingress.
+    Ingress(Ingress),
+    /// main's GRPCRoute on a Gateway.
+    GrpcRoute(GrpcRoute),
+    /// The worker's queue-depth autoscaler (KEDA).
+    ScaledObject(ScaledObject),
+    /// The database URL handed to the ScaledObject's triggers.
+    TriggerAuthentication(TriggerAuthentication),
 }
 
 /// A kind of child, with the API version it is sent as.
@@ -129,6 +157,10 @@ impl Child {
             Self::DisruptionBudget(o) => &o.metadata,
             Self::NetworkPolicy(o) => &o.metadata,
             Self::Migration(o) => &o.metadata,
+            Self::Ingress(o) => &o.metadata,
+            Self::GrpcRoute(o) => &o.metadata,
+            Self::ScaledObject(o) => &o.metadata,
+            Self::TriggerAuthentication(o) => &o.metadata,
         };
         meta.name.as_deref().unwrap_or_default()
     }
@@ -150,6 +182,13 @@ impl Child {
             },
             Self::NetworkPolicy(_) => ("networking.k8s.io/v1", "NetworkPolicy"),
             Self::Migration(_) => ("batch/v1", "Job"),
+            Self::Ingress(_) => ("networking.k8s.io/v1", "Ingress"),
+            Self::GrpcRoute(_) => match apis.grpc_route {
+                Some(GrpcRouteApi::V1alpha2) => ("gateway.networking.k8s.io/v1alpha2", "GRPCRoute"),
+                _ => ("gateway.networking.k8s.io/v1", "GRPCRoute"),
+            },
+            Self::ScaledObject(_) => ("keda.sh/v1alpha1", "ScaledObject"),
+            Self::TriggerAuthentication(_) => ("keda.sh/v1alpha1", "TriggerAuthentication"),
         };
         ChildKind { api_version, kind }
     }
@@ -170,6 +209,10 @@ impl Child {
             Self::DisruptionBudget(o) => to_value(o)?,
             Self::NetworkPolicy(o) => to_value(o)?,
             Self::Migration(o) => to_value(o)?,
+            Self::Ingress(o) => to_value(o)?,
+            Self::GrpcRoute(o) => to_value(o)?,
+            Self::ScaledObject(o) => to_value(o)?,
+            Self::TriggerAuthentication(o) => to_value(o)?,
         };
         let kind = self.kind(apis);
         if let Some(object) = value.as_object_mut() {
@@ -255,6 +298,18 @@ pub fn render(
             .into_iter()
             .map(Child::NetworkPolicy),
     );
+    let mut unserved = Vec::new();
+    if let Some(ingress) = &spec.ingress {
+        match ingress::grpc_route(ingress, &owner) {
+            Some(route) if apis.grpc_route.is_some() => children.push(Child::GrpcRoute(route)),
+            route => {
+                if route.is_some() {
+                    unserved.push(GRPC_ROUTE_FALLBACK);
+                }
+                children.push(Child::Ingress(ingress::ingress(ingress, &owner)));
+            }
+        }
+    }
 
     // A new version migrates first; the Deployments keep the running version until then.
     let needs_migration = rollout.running.as_deref() != Some(spec.version.as_str());
@@ -271,7 +326,6 @@ pub fn render(
         rollout.running.clone()
     };
 
-    let mut unserved = Vec::new();
     // Autoscalers and budgets come with their Deployments: before the first migration
     // succeeded there is nothing to scale (an HPA would report FailedGetScale) or protect.
     let components = if let Some(version) = &deployed_version {
@@ -285,7 +339,16 @@ pub fn render(
         &[]
     };
     for &component in components {
-        if let Some(hpa) = workload::autoscaler(spec, &owner, component) {
+        if component == Component::Worker
+            && apis.keda
+            && let Some((scaled, authentication)) = queue_scaling::queue_autoscaler(spec, &owner)
+        {
+            children.push(Child::TriggerAuthentication(authentication));
+            children.push(Child::ScaledObject(scaled));
+        } else if let Some(hpa) = workload::autoscaler(spec, &owner, component) {
+            if component == Component::Worker && queue_scaling::queue_settings(spec).is_some() {
+                unserved.push(SCALED_OBJECT_FALLBACK);
+            }
             if apis.autoscaling.is_some() {
                 children.push(Child::Autoscaler(hpa));
             } else if !unserved.contains(&"HorizontalPodAutoscaler") {
@@ -307,6 +370,13 @@ pub fn render(
         unserved,
     })
 }
+
+/// How the condition names a GRPCRoute asked for where the Gateway API is not served.
+const GRPC_ROUTE_FALLBACK: &str =
+    "GRPCRoute (gateway.networking.k8s.io; main has an Ingress instead)";
+/// How the condition names queue scaling asked for where KEDA is not served.
+const SCALED_OBJECT_FALLBACK: &str =
+    "ScaledObject (keda.sh/v1alpha1; the worker's HPA scales on CPU instead)";
 
 /// The spec's own rules beyond the configuration (which `config_file` checks): the same
 /// rules as the CRD's CEL, for servers that do not enforce CEL.
@@ -330,6 +400,11 @@ fn check_spec(spec: &crate::crd::AppStackSpec) -> Result<(), RenderError> {
                     "{at}.autoscaling: an enabled autoscaler needs targetCpuUtilization or targetMemoryUtilization"
                 ));
             }
+        }
+        if component != Component::Worker && settings.autoscaling.queue.is_some() {
+            problems.push(format!(
+                "{at}.autoscaling.queue: queue-depth scaling is for the worker only"
+            ));
         }
         if settings.replicas < 0 {
             problems.push(format!("{at}.replicas must not be negative"));

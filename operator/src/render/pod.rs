@@ -1,17 +1,19 @@
 //! The pod every component and the migration Job run: restricted security, the config
-//! file, the database URL from its Secret.
+//! file, the database URL from its Secret (as a file).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config_file::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, GRPC_PORT, KEYS_DIR};
+use super::config_file::{
+    ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATABASE_DIR, DATABASE_URL_FILE, GRPC_PORT, KEYS_DIR,
+};
 use super::names::Owner;
 use crate::crd::{AppStackSpec, ComponentSpec};
 
@@ -44,16 +46,11 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
             value: Some(format!("{CONFIG_DIR}/{CONFIG_FILE}")),
             ..EnvVar::default()
         },
+        // A file, not `DATABASE_URL`: a Secret in the environment shows in
+        // `/proc/<pid>/environ` and in every `kubectl describe` of the pod.
         EnvVar {
-            name: "DATABASE_URL".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: spec.database.secret_name.clone(),
-                    key: spec.database.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
+            name: "DATABASE_URL_FILE".into(),
+            value: Some(format!("{DATABASE_DIR}/{DATABASE_URL_FILE}")),
             ..EnvVar::default()
         },
     ];
@@ -81,6 +78,12 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
             ..VolumeMount::default()
         },
         VolumeMount {
+            name: "database".into(),
+            mount_path: DATABASE_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
             name: "tmp".into(),
             mount_path: "/tmp".into(),
             ..VolumeMount::default()
@@ -92,6 +95,20 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
             config_map: Some(ConfigMapVolumeSource {
                 name: input.owner.child_name("config"),
                 ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "database".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(spec.database.secret_name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: spec.database.key.clone(),
+                    path: DATABASE_URL_FILE.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
             }),
             ..Volume::default()
         },

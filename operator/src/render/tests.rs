@@ -313,6 +313,7 @@ fn an_older_server_gets_the_versions_it_serves_and_a_missing_kind_is_reported() 
     let legacy = ServedApis {
         autoscaling: Some(AutoscalingApi::V2beta2),
         disruption: Some(DisruptionApi::V1beta1),
+        ..ServedApis::CURRENT
     };
     let desired = render(&stack, &legacy, &running("0.1.0")).unwrap();
     let versions: Vec<String> = desired
@@ -332,6 +333,7 @@ fn an_older_server_gets_the_versions_it_serves_and_a_missing_kind_is_reported() 
     let none = ServedApis {
         autoscaling: None,
         disruption: Some(DisruptionApi::V1),
+        ..ServedApis::CURRENT
     };
     let desired = render(&stack, &none, &running("0.1.0")).unwrap();
     assert_eq!(desired.unserved, ["HorizontalPodAutoscaler"]);
@@ -435,4 +437,258 @@ fn the_examples_render_to_their_golden_files() {
         );
     }
     assert!(seen >= 2, "the examples folder lost its examples");
+}
+
+fn with_keda() -> ServedApis {
+    ServedApis {
+        keda: true,
+        ..ServedApis::CURRENT
+    }
+}
+
+fn queue_scaled() -> AppStack {
+    let mut stack = quickstart();
+    stack.spec.worker.autoscaling.queue = Some(crate::crd::QueueScalingSpec::default());
+    stack
+}
+
+#[test]
+fn with_keda_the_worker_scales_on_its_queue_instead_of_cpu() {
+    let stack = queue_scaled();
+    let desired = render(&stack, &with_keda(), &running(&stack.spec.version)).unwrap();
+    assert!(desired.unserved.is_empty(), "{:?}", desired.unserved);
+    let hpas: Vec<&str> = desired
+        .children
+        .iter()
+        .filter(|c| matches!(c, Child::Autoscaler(_)))
+        .map(Child::name)
+        .collect();
+    assert_eq!(hpas, ["shop-main", "shop-auth"], "the worker kept its HPA");
+    let scaled = desired
+        .children
+        .iter()
+        .find_map(|c| match c {
+            Child::ScaledObject(s) => Some(s),
+            _ => None,
+        })
+        .expect("no ScaledObject");
+    assert_eq!(scaled.spec.scale_target_ref.name, "shop-worker");
+    assert_eq!(
+        scaled.spec.min_replica_count,
+        stack.spec.worker.autoscaling.min_replicas
+    );
+    assert_eq!(
+        scaled.spec.max_replica_count,
+        stack.spec.worker.autoscaling.max_replicas
+    );
+    let triggers: Vec<(&str, &str, &str)> = scaled
+        .spec
+        .triggers
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.metadata["targetQueryValue"].as_str(),
+                t.metric_type.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            ("jobs", "20", "AverageValue"),
+            ("oldest-ready-age", "30", "Value")
+        ]
+    );
+    // The URL reaches KEDA from the stack's own Secret, never written into the object.
+    let position = |wanted: fn(&Child) -> bool| desired.children.iter().position(wanted);
+    let authentication = desired
+        .children
+        .iter()
+        .find_map(|c| match c {
+            Child::TriggerAuthentication(a) => Some(a),
+            _ => None,
+        })
+        .expect("no TriggerAuthentication");
+    let reference = &authentication.spec.secret_target_ref[0];
+    assert_eq!(
+        (
+            reference.parameter.as_str(),
+            reference.name.as_str(),
+            reference.key.as_str()
+        ),
+        ("connection", "shop-db-app", "uri")
+    );
+    assert!(
+        position(|c| matches!(c, Child::TriggerAuthentication(_)))
+            < position(|c| matches!(c, Child::ScaledObject(_))),
+        "the ScaledObject is applied before what it refers to"
+    );
+    // The Deployment leaves its replica count to the autoscaler.
+    let worker = deployments(&desired)
+        .into_iter()
+        .find(|d| d.metadata.name.as_deref() == Some("shop-worker"))
+        .unwrap();
+    assert_eq!(worker.spec.as_ref().unwrap().replicas, None);
+}
+
+#[test]
+fn scale_to_zero_sets_no_minimum_and_behavior_passes_through() {
+    let mut stack = queue_scaled();
+    if let Some(queue) = stack.spec.worker.autoscaling.queue.as_mut() {
+        queue.scale_to_zero = true;
+        queue.cooldown_seconds = 60;
+    }
+    stack.spec.worker.autoscaling.behavior = Some(
+        serde_json::from_value(serde_json::json!({
+            "scaleDown": {"stabilizationWindowSeconds": 120}
+        }))
+        .unwrap(),
+    );
+    let desired = render(&stack, &with_keda(), &running(&stack.spec.version)).unwrap();
+    let manifest = desired
+        .children
+        .iter()
+        .find(|c| matches!(c, Child::ScaledObject(_)))
+        .unwrap()
+        .manifest(&with_keda())
+        .unwrap();
+    assert_eq!(manifest["apiVersion"], "keda.sh/v1alpha1");
+    assert_eq!(manifest["spec"]["minReplicaCount"], 0);
+    assert_eq!(manifest["spec"]["cooldownPeriod"], 60);
+    assert_eq!(
+        manifest["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        120
+    );
+}
+
+#[test]
+fn without_keda_the_worker_keeps_its_cpu_hpa_and_the_stack_says_so() {
+    let stack = queue_scaled();
+    let desired = steady(&stack);
+    assert!(
+        kinds(&desired).contains(&("HorizontalPodAutoscaler", "shop-worker".into())),
+        "{:?}",
+        kinds(&desired)
+    );
+    assert!(
+        !desired
+            .children
+            .iter()
+            .any(|c| matches!(c, Child::ScaledObject(_) | Child::TriggerAuthentication(_)))
+    );
+    assert_eq!(desired.unserved.len(), 1);
+    assert!(desired.unserved[0].contains("scales on CPU"));
+    // Queue scaling asks nothing of a stack whose worker autoscaling is off.
+    let mut off = queue_scaled();
+    off.spec.worker.autoscaling.enabled = false;
+    assert!(steady(&off).unserved.is_empty());
+}
+
+#[test]
+fn queue_scaling_on_main_is_an_invalid_spec() {
+    let mut stack = quickstart();
+    stack.spec.main.autoscaling.queue = Some(crate::crd::QueueScalingSpec::default());
+    let error = render(&stack, &with_keda(), &running(&stack.spec.version)).unwrap_err();
+    assert!(
+        error.to_string().contains("main.autoscaling.queue"),
+        "{error}"
+    );
+}
+
+fn with_ingress(gateway: bool) -> AppStack {
+    let mut stack = quickstart();
+    stack.spec.ingress = Some(crate::crd::IngressSpec {
+        host: "api.shop.example".into(),
+        class_name: Some("alb".into()),
+        annotations: [(
+            "alb.ingress.kubernetes.io/backend-protocol-version".to_owned(),
+            "GRPC".to_owned(),
+        )]
+        .into(),
+        tls_secret_name: Some("shop-tls".into()),
+        gateway: gateway.then(|| crate::crd::GatewayRef {
+            name: "public".into(),
+            namespace: Some("gateways".into()),
+            section_name: Some("https".into()),
+        }),
+    });
+    stack
+}
+
+#[test]
+fn an_ingress_sends_every_grpc_path_of_the_host_to_main() {
+    let desired = steady(&with_ingress(false));
+    assert!(desired.unserved.is_empty());
+    let manifest = desired
+        .children
+        .iter()
+        .find(|c| matches!(c, Child::Ingress(_)))
+        .expect("no Ingress")
+        .manifest(&ServedApis::CURRENT)
+        .unwrap();
+    assert_eq!(manifest["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(manifest["metadata"]["name"], "shop-main");
+    assert_eq!(
+        manifest["metadata"]["annotations"]["alb.ingress.kubernetes.io/backend-protocol-version"],
+        "GRPC"
+    );
+    let spec = &manifest["spec"];
+    assert_eq!(spec["ingressClassName"], "alb");
+    assert_eq!(spec["tls"][0]["secretName"], "shop-tls");
+    let rule = &spec["rules"][0];
+    assert_eq!(rule["host"], "api.shop.example");
+    let path = &rule["http"]["paths"][0];
+    assert_eq!(
+        (&path["path"], &path["pathType"]),
+        (&"/".into(), &"Prefix".into())
+    );
+    assert_eq!(path["backend"]["service"]["name"], "shop-main");
+    assert_eq!(path["backend"]["service"]["port"]["name"], "grpc");
+}
+
+#[test]
+fn a_gateway_gets_a_grpc_route_where_served_and_an_ingress_elsewhere() {
+    let stack = with_ingress(true);
+    let apis = ServedApis {
+        grpc_route: Some(GrpcRouteApi::V1alpha2),
+        ..ServedApis::CURRENT
+    };
+    let desired = render(&stack, &apis, &running(&stack.spec.version)).unwrap();
+    assert!(
+        !desired
+            .children
+            .iter()
+            .any(|c| matches!(c, Child::Ingress(_)))
+    );
+    let manifest = desired
+        .children
+        .iter()
+        .find(|c| matches!(c, Child::GrpcRoute(_)))
+        .expect("no GRPCRoute")
+        .manifest(&apis)
+        .unwrap();
+    assert_eq!(manifest["apiVersion"], "gateway.networking.k8s.io/v1alpha2");
+    assert_eq!(manifest["kind"], "GRPCRoute");
+    let spec = &manifest["spec"];
+    assert_eq!(
+        spec["parentRefs"][0],
+        serde_json::json!({"name": "public", "namespace": "gateways", "sectionName": "https"})
+    );
+    assert_eq!(spec["hostnames"][0], "api.shop.example");
+    assert_eq!(
+        spec["rules"][0]["backendRefs"][0],
+        serde_json::json!({"name": "shop-main", "port": 8080})
+    );
+
+    // No Gateway API: the Ingress, and a condition saying why.
+    let fallback = steady(&stack);
+    assert!(
+        fallback
+            .children
+            .iter()
+            .any(|c| matches!(c, Child::Ingress(_)))
+    );
+    assert_eq!(fallback.unserved.len(), 1);
+    assert!(fallback.unserved[0].contains("GRPCRoute"));
 }

@@ -133,7 +133,17 @@ pub struct ConfigLoader {
     figment: Figment,
     /// `APPSTACK_*` variables under a map, refused at [`Self::load`].
     map_variables: Vec<(String, &'static str)>,
+    /// Environment problems found while layering (an unreadable `DATABASE_URL_FILE`),
+    /// reported at [`Self::load`] with the rest.
+    environment_problems: Vec<(&'static str, String)>,
 }
+
+/// The environment variable naming a file that holds the database URL: a Secret mounted as
+/// a file, so the URL is in neither the pod spec's environment nor `/proc/<pid>/environ`.
+pub const DATABASE_URL_FILE_ENV: &str = "DATABASE_URL_FILE";
+
+/// The largest database URL file read; anything bigger is not a URL.
+const DATABASE_URL_FILE_LIMIT: u64 = 64 * 1024;
 
 impl ConfigLoader {
     /// Starts from the defaults of `T`.
@@ -147,6 +157,7 @@ impl ConfigLoader {
         Self {
             figment: Figment::from(Serialized::defaults(defaults)),
             map_variables: Vec::new(),
+            environment_problems: Vec::new(),
         }
     }
 
@@ -156,9 +167,27 @@ impl ConfigLoader {
         self
     }
 
-    /// Adds the `APPSTACK_*` environment and the conventional `DATABASE_URL`, which
+    /// Adds the `APPSTACK_*` environment and the conventional `DATABASE_URL` (or
+    /// `DATABASE_URL_FILE`, the path of a file holding it; not both), which
     /// `APPSTACK_DATABASE__URL` overrides.
     pub fn env(mut self) -> Self {
+        if let Some(path) = std::env::var_os(DATABASE_URL_FILE_ENV) {
+            if std::env::var_os("DATABASE_URL").is_some() {
+                self.environment_problems.push((
+                    DATABASE_URL_FILE_ENV,
+                    "is set together with DATABASE_URL; set one of them".into(),
+                ));
+            } else {
+                match read_url_file(Path::new(&path)) {
+                    Ok(url) => {
+                        self.figment = self.figment.merge(Serialized::default("database.url", url));
+                    }
+                    Err(problem) => self
+                        .environment_problems
+                        .push((DATABASE_URL_FILE_ENV, problem)),
+                }
+            }
+        }
         self.figment = self.figment.merge(
             Env::raw()
                 .only(&["DATABASE_URL"])
@@ -208,6 +237,9 @@ impl ConfigLoader {
     pub fn load<T: DeserializeOwned + Validate>(self) -> Result<T, ConfigError> {
         let config: T = self.figment.extract().map_err(Box::new)?;
         let mut problems = Problems::new();
+        for (name, problem) in &self.environment_problems {
+            problems.push(name, problem);
+        }
         for (name, map) in &self.map_variables {
             problems.push(
                 name,
@@ -227,6 +259,29 @@ impl ConfigLoader {
         problems.into_result()?;
         Ok(config)
     }
+}
+
+/// The URL in a `DATABASE_URL_FILE`: its text without surrounding whitespace (a file
+/// written with `echo` ends in a newline). The message never holds the file's content.
+fn read_url_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    let mut text = String::new();
+    file.take(DATABASE_URL_FILE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(|error| format!("cannot read {} as UTF-8 text: {error}", path.display()))?;
+    if text.len() as u64 > DATABASE_URL_FILE_LIMIT {
+        return Err(format!(
+            "{} is larger than {DATABASE_URL_FILE_LIMIT} bytes; it must hold one URL",
+            path.display()
+        ));
+    }
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(url.to_owned())
 }
 
 fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {

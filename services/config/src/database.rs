@@ -66,7 +66,10 @@ impl fmt::Debug for DatabaseConfig {
 impl Validate for DatabaseConfig {
     fn check(&self, p: &mut Problems) {
         if self.url.is_empty() {
-            p.push("url", "is required (or set DATABASE_URL)");
+            p.push(
+                "url",
+                "is required (or set DATABASE_URL or DATABASE_URL_FILE)",
+            );
         } else if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
             p.push("url", "must start with postgres:// or postgresql://");
         }

@@ -39,7 +39,7 @@ fn defaults_and_sample_are_valid_except_the_required_url() {
     let problems = StackConfig::default().validate().unwrap_err().problems;
     assert_eq!(
         problems,
-        ["database.url: is required (or set DATABASE_URL)"]
+        ["database.url: is required (or set DATABASE_URL or DATABASE_URL_FILE)"]
     );
 }
 

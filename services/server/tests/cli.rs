@@ -6,7 +6,10 @@ use std::process::Command;
 
 fn appstack() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_appstack"));
-    command.env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL_FILE")
+        .env_remove("RUST_LOG");
     command
 }
 
@@ -158,4 +161,54 @@ fn snake_case_keys_in_the_file_are_unknown() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_connections"), "{err}");
+}
+
+#[test]
+fn the_database_url_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |file: &std::path::Path, url: Option<&str>| {
+        let mut command = appstack();
+        command
+            .arg("migrate")
+            .env("DATABASE_URL_FILE", file)
+            // A rule broken on purpose, so the run stops after loading the configuration.
+            .env("APPSTACK_DATABASE__MAX_CONNECTIONS", "0");
+        if let Some(url) = url {
+            command.env("DATABASE_URL", url);
+        }
+        let out = command.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // A Secret's file, newline and all: the URL is taken, only the broken rule is reported.
+    let good = dir.path().join("uri");
+    std::fs::write(&good, "postgres://app:s3cret@db:5432/app\n").unwrap();
+    let err = run(&good, None);
+    assert!(err.contains("database.maxConnections"), "{err}");
+    assert!(!err.contains("database.url"), "{err}");
+    assert!(!err.contains("s3cret"), "the password leaked: {err}");
+
+    // The file's content goes through the same rules as DATABASE_URL.
+    let wrong_scheme = dir.path().join("mysql");
+    std::fs::write(&wrong_scheme, "mysql://x").unwrap();
+    let err = run(&wrong_scheme, None);
+    assert!(
+        err.contains("database.url: must start with postgres://"),
+        "{err}"
+    );
+
+    let err = run(&dir.path().join("missing"), None);
+    assert!(err.contains("DATABASE_URL_FILE: cannot open"), "{err}");
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    assert!(run(&empty, None).contains("is empty"));
+
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, "p".repeat(70 * 1024)).unwrap();
+    assert!(run(&huge, None).contains("larger than"));
+
+    let err = run(&good, Some("postgres://other@db/app"));
+    assert!(err.contains("set together with DATABASE_URL"), "{err}");
 }
