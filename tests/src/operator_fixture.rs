@@ -43,10 +43,16 @@ pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(other) => return Err(other).context("installing the CRD"),
     }
+    wait_established(&crds, "appstacks.appstack.dev").await
+}
+
+/// Waits until the CRD `name` is established (its kind served), for at most 30 s.
+async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let crd = crds.get("appstacks.appstack.dev").await?;
-        let established = crd
+        let established = crds
+            .get(name)
+            .await?
             .status
             .and_then(|s| s.conditions)
             .unwrap_or_default()
@@ -57,7 +63,7 @@ pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
-            "the CRD was not established within 30 s"
+            "{name} was not established within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -225,25 +231,7 @@ pub async fn install_stand_in_crds(client: &Client, crds: &[StandInCrd]) -> anyh
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(other) => return Err(other).with_context(|| format!("installing {name}")),
         }
-        let started = Instant::now();
-        loop {
-            let established = api
-                .get(&name)
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{name} was not established within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_established(&api, &name).await?;
     }
     Ok(())
 }
