@@ -52,6 +52,10 @@ pub struct Tuning {
     /// events; 100 stacks created at once took 21.7 reconciles each to converge without
     /// it, 10 with 200 ms. It delays a new stack's first pass by as much.
     pub debounce: Duration,
+    /// How often discovery runs again. When what is served changed (KEDA or the Gateway API
+    /// installed or removed, an HPA version turned off), the controller restarts with the
+    /// new kinds: its watches are fixed when it starts.
+    pub rediscover: Duration,
 }
 
 impl Default for Tuning {
@@ -59,6 +63,7 @@ impl Default for Tuning {
         Self {
             concurrency: 8,
             debounce: Duration::from_millis(200),
+            rediscover: Duration::from_secs(60),
         }
     }
 }
@@ -747,7 +752,8 @@ fn error_policy(_stack: Arc<AppStack>, error: &ReconcileError, _ctx: Arc<Context
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the controller over `namespace` (or all) until `shutdown` resolves.
+/// Runs the controller over `namespace` (or all) until `shutdown` resolves, restarting it
+/// whenever discovery finds that what the server serves changed.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
@@ -755,10 +761,78 @@ pub async fn run(
     metrics: crate::metrics::Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), kube::Error> {
-    let apis = discover(&client).await?;
-    tracing::info!(?apis, "served API versions");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown_task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = async {
+        let mut apis = discover(&client).await?;
+        loop {
+            tracing::info!(?apis, "served API versions");
+            let (changed_tx, changed_rx) = tokio::sync::oneshot::channel();
+            let watcher = tokio::spawn(watch_discovery(
+                client.clone(),
+                apis,
+                tuning.rediscover,
+                changed_tx,
+            ));
+            let mut stop = stop_rx.clone();
+            let until = async move {
+                tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => {}
+                    _ = changed_rx => {}
+                }
+            };
+            run_once(&client, &namespace, tuning, &metrics, apis, until).await;
+            watcher.abort();
+            if *stop_rx.borrow() {
+                return Ok(());
+            }
+            let now = discover(&client).await?;
+            tracing::info!(before = ?apis, after = ?now, "served APIs changed: restarting the controller");
+            apis = now;
+        }
+    }
+    .await;
+    shutdown_task.abort();
+    result
+}
+
+/// Resolves `changed` once discovery, run every `every`, finds other than `apis`. A failed
+/// discovery (the server briefly unreachable) changes nothing.
+async fn watch_discovery(
+    client: Client,
+    apis: ServedApis,
+    every: Duration,
+    changed: tokio::sync::oneshot::Sender<()>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match discover(&client).await {
+            Ok(now) if now != apis => {
+                let _ = changed.send(());
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "rediscovery failed"),
+        }
+    }
+}
+
+/// One controller over the kinds `apis` serves, until `until` resolves.
+async fn run_once(
+    client: &Client,
+    namespace: &Option<String>,
+    tuning: Tuning,
+    metrics: &crate::metrics::Metrics,
+    apis: ServedApis,
+    until: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = client.clone();
+    let metrics = metrics.clone();
     let api = |c: &Client| -> Api<AppStack> {
-        match &namespace {
+        match namespace {
             Some(ns) => Api::namespaced(c.clone(), ns),
             None => Api::all(c.clone()),
         }
@@ -804,7 +878,7 @@ pub async fn run(
                 | "TriggerAuthentication"
         ) {
             let resource = api_resource(kind);
-            let dynamic: Api<DynamicObject> = match &namespace {
+            let dynamic: Api<DynamicObject> = match namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
             };
@@ -812,19 +886,19 @@ pub async fn run(
         }
     }
     controller
-        .owns(owned::<Deployment>(&client, &namespace), children.clone())
-        .owns(owned::<Job>(&client, &namespace), children.clone())
-        .owns(owned::<ConfigMap>(&client, &namespace), children.clone())
-        .owns(owned::<Service>(&client, &namespace), children.clone())
+        .owns(owned::<Deployment>(&client, namespace), children.clone())
+        .owns(owned::<Job>(&client, namespace), children.clone())
+        .owns(owned::<ConfigMap>(&client, namespace), children.clone())
+        .owns(owned::<Service>(&client, namespace), children.clone())
         .owns(
-            owned::<ServiceAccount>(&client, &namespace),
+            owned::<ServiceAccount>(&client, namespace),
             children.clone(),
         )
         .owns(
-            owned::<NetworkPolicy>(&client, &namespace),
+            owned::<NetworkPolicy>(&client, namespace),
             children.clone(),
         )
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(until)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
@@ -832,7 +906,6 @@ pub async fn run(
             }
         })
         .await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -44,6 +44,11 @@ enum Command {
         /// Events for one stack within this many milliseconds make one reconcile.
         #[arg(long, env = "APPSTACK_OPERATOR_DEBOUNCE_MS", default_value_t = 200)]
         debounce_ms: u64,
+        /// Seconds between discoveries of what the server serves; on a change (KEDA or the
+        /// Gateway API installed) the controller restarts with the new kinds.
+        #[arg(long, env = "APPSTACK_OPERATOR_REDISCOVER_SECONDS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        rediscover_seconds: u64,
     },
     /// Print the AppStack CRD (YAML).
     Crd,
@@ -87,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             identity,
             concurrency,
             debounce_ms,
+            rediscover_seconds,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -117,6 +123,7 @@ fn main() -> anyhow::Result<()> {
                     tuning: appstack_operator::controller::Tuning {
                         concurrency,
                         debounce: std::time::Duration::from_millis(debounce_ms),
+                        rediscover: std::time::Duration::from_secs(rediscover_seconds),
                     },
                 };
                 appstack_operator::serve::serve(client, options).await

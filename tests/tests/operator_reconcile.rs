@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use appstack_operator::controller::Tuning;
 use appstack_operator::crd::AppStack;
 use appstack_operator::metrics::Metrics;
 use appstack_tests::control_plane::{ControlPlane, PrivateControlPlane};
@@ -51,6 +52,11 @@ async fn operator() -> Running {
 
 /// A namespace on `plane` with the CRD, the database Secret, and the controller watching it.
 async fn operator_on(plane: ControlPlane) -> Running {
+    operator_tuned(plane, Tuning::default()).await
+}
+
+/// [`operator_on`] with the controller tuned.
+async fn operator_tuned(plane: ControlPlane, tuning: Tuning) -> Running {
     let client = plane.client().unwrap();
     operator_fixture::install_crd(&client).await.unwrap();
     let namespace = plane.namespace("op").await.unwrap();
@@ -58,7 +64,7 @@ async fn operator_on(plane: ControlPlane) -> Running {
         .await
         .unwrap();
     let metrics = Metrics::default();
-    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
+    let (stop, task) = start_controller(&client, &namespace, tuning, metrics.clone());
     Running {
         plane,
         client,
@@ -73,6 +79,7 @@ async fn operator_on(plane: ControlPlane) -> Running {
 fn start_controller(
     client: &Client,
     namespace: &str,
+    tuning: Tuning,
     metrics: Metrics,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
@@ -81,15 +88,9 @@ fn start_controller(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (client, namespace) = (client.clone(), namespace.to_owned());
     let task = tokio::spawn(async move {
-        appstack_operator::controller::run(
-            client,
-            Some(namespace),
-            Default::default(),
-            metrics,
-            async {
-                let _ = stopped.await;
-            },
-        )
+        appstack_operator::controller::run(client, Some(namespace), tuning, metrics, async {
+            let _ = stopped.await;
+        })
         .await
         .unwrap();
     });
@@ -483,7 +484,7 @@ async fn a_restarted_operator_writes_nothing_for_an_unchanged_stack() {
 
     // A new operator process (fresh memory) looks at the same stack.
     let metrics = Metrics::default();
-    let (stop, task) = start_controller(&client, &namespace, metrics.clone());
+    let (stop, task) = start_controller(&client, &namespace, Tuning::default(), metrics.clone());
     eventually("the new operator's first reconcile", || async {
         (metrics.reconciles() > 0).then_some(())
     })
@@ -852,6 +853,44 @@ async fn without_keda_or_the_gateway_api_the_fallbacks_are_applied_and_reported(
         message.contains("ScaledObject") && message.contains("GRPCRoute"),
         "{message}"
     );
+    assert_eq!(op.metrics.failures(), 0);
+    op.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keda_installed_while_the_operator_runs_is_found_and_used() {
+    // A server of its own, as above; the operator rediscovers every second here.
+    let private = PrivateControlPlane::start(&[]).await.unwrap();
+    let tuning = Tuning {
+        rediscover: Duration::from_secs(1),
+        ..Tuning::default()
+    };
+    let op = operator_tuned(private.plane.clone(), tuning).await;
+    let stacks: Api<AppStack> = op.api();
+    let mut stack = quickstart(&op.namespace);
+    stack.spec.worker.autoscaling.queue = Some(Default::default());
+    stacks.create(&PostParams::default(), &stack).await.unwrap();
+    op.finish_job("shop-migrate-0-1-0", true).await;
+    let hpas = op.dynamic(
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    );
+    op.wait_for(&hpas, "shop-worker", true).await;
+    let (reason, _) = op.degraded().await;
+    assert_eq!(reason, "UnservedApi");
+
+    // KEDA arrives: the controller restarts with its kinds and the worker moves to it.
+    operator_fixture::install_stand_in_crds(&op.client, &operator_fixture::KEDA_CRDS)
+        .await
+        .unwrap();
+    let scaled = op.dynamic("keda.sh/v1alpha1", "ScaledObject", "scaledobjects");
+    op.wait_for(&scaled, "shop-worker", true).await;
+    op.wait_for(&hpas, "shop-worker", false).await;
+    eventually("Degraded cleared", || async {
+        (op.condition("Degraded").await?.0 == "False").then_some(())
+    })
+    .await;
     assert_eq!(op.metrics.failures(), 0);
     op.shut_down().await;
 }
