@@ -894,10 +894,7 @@ async fn run_once(
             owned::<ServiceAccount>(&client, namespace),
             children.clone(),
         )
-        .owns(
-            owned::<NetworkPolicy>(&client, namespace),
-            children.clone(),
-        )
+        .owns(owned::<NetworkPolicy>(&client, namespace), children.clone())
         .graceful_shutdown_on(until)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
