@@ -363,7 +363,7 @@ fn reference_defaults() -> Value {
 
 #[test]
 fn readme_configuration_table_matches_the_defaults() {
-    let rows = table(README, "## Configuration reference", "");
+    let rows = table(README, "### The services' configuration", "");
     let defaults = reference_defaults();
     check_table(
         &rows,
