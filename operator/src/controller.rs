@@ -209,82 +209,6 @@ fn api_resource(kind: ChildKind) -> ApiResource {
     }
 }
 
-/// Every kind the operator may have created, in the versions this server serves.
-fn managed_kinds(apis: &ServedApis) -> Vec<ChildKind> {
-    let mut kinds = vec![
-        ChildKind {
-            api_version: "v1",
-            kind: "ServiceAccount",
-        },
-        ChildKind {
-            api_version: "v1",
-            kind: "ConfigMap",
-        },
-        ChildKind {
-            api_version: "apps/v1",
-            kind: "Deployment",
-        },
-        ChildKind {
-            api_version: "v1",
-            kind: "Service",
-        },
-        ChildKind {
-            api_version: "networking.k8s.io/v1",
-            kind: "NetworkPolicy",
-        },
-        ChildKind {
-            api_version: "batch/v1",
-            kind: "Job",
-        },
-        ChildKind {
-            api_version: "networking.k8s.io/v1",
-            kind: "Ingress",
-        },
-    ];
-    if apis.keda {
-        for kind in ["ScaledObject", "TriggerAuthentication"] {
-            kinds.push(ChildKind {
-                api_version: "keda.sh/v1alpha1",
-                kind,
-            });
-        }
-    }
-    match apis.grpc_route {
-        Some(GrpcRouteApi::V1) => kinds.push(ChildKind {
-            api_version: "gateway.networking.k8s.io/v1",
-            kind: "GRPCRoute",
-        }),
-        Some(GrpcRouteApi::V1alpha2) => kinds.push(ChildKind {
-            api_version: "gateway.networking.k8s.io/v1alpha2",
-            kind: "GRPCRoute",
-        }),
-        None => {}
-    }
-    match apis.autoscaling {
-        Some(AutoscalingApi::V2) => kinds.push(ChildKind {
-            api_version: "autoscaling/v2",
-            kind: "HorizontalPodAutoscaler",
-        }),
-        Some(AutoscalingApi::V2beta2) => kinds.push(ChildKind {
-            api_version: "autoscaling/v2beta2",
-            kind: "HorizontalPodAutoscaler",
-        }),
-        None => {}
-    }
-    match apis.disruption {
-        Some(DisruptionApi::V1) => kinds.push(ChildKind {
-            api_version: "policy/v1",
-            kind: "PodDisruptionBudget",
-        }),
-        Some(DisruptionApi::V1beta1) => kinds.push(ChildKind {
-            api_version: "policy/v1beta1",
-            kind: "PodDisruptionBudget",
-        }),
-        None => {}
-    }
-    kinds
-}
-
 /// Whether every field of `desired` has the same value in `live` (what the server added,
 /// defaults and status, is ignored).
 fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
@@ -320,7 +244,7 @@ async fn live_children(
         stack.name_any()
     );
     let mut live = BTreeMap::new();
-    for kind in managed_kinds(apis) {
+    for kind in apis.managed_kinds() {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
         for object in api
@@ -392,7 +316,7 @@ async fn delete_orphans(
         return Ok(0);
     };
     let mut deleted = 0;
-    for kind in managed_kinds(apis) {
+    for kind in apis.managed_kinds() {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &namespace, &api_resource(kind));
         for ((_, name), object) in live.iter().filter(|((k, _), _)| *k == kind.kind) {
@@ -429,12 +353,7 @@ async fn retire_replaced_autoscaler(
         .children
         .iter()
         .any(|child| matches!(child, Child::ScaledObject(_)));
-    let Some(kind) = managed_kinds(apis)
-        .into_iter()
-        .find(|k| k.kind == "HorizontalPodAutoscaler")
-    else {
-        return Ok(());
-    };
+    let kind = apis.autoscaler_kind();
     let key = (
         kind.kind,
         component_name(&stack.name_any(), Component::Worker),
@@ -770,18 +689,17 @@ pub async fn run(
         let mut apis = discover(&client).await?;
         loop {
             tracing::info!(?apis, "served API versions");
-            let (changed_tx, changed_rx) = tokio::sync::oneshot::channel();
+            let (served_tx, served_rx) = tokio::sync::watch::channel(apis);
             let watcher = tokio::spawn(watch_discovery(
                 client.clone(),
-                apis,
                 tuning.rediscover,
-                changed_tx,
+                served_tx,
             ));
-            let mut stop = stop_rx.clone();
+            let (mut stop, mut changed) = (stop_rx.clone(), served_rx.clone());
             let until = async move {
                 tokio::select! {
                     _ = stop.wait_for(|stopped| *stopped) => {}
-                    _ = changed_rx => {}
+                    _ = changed.changed() => {}
                 }
             };
             run_once(&client, &namespace, tuning, &metrics, apis, until).await;
@@ -789,7 +707,7 @@ pub async fn run(
             if *stop_rx.borrow() {
                 return Ok(());
             }
-            let now = discover(&client).await?;
+            let now = *served_rx.borrow();
             tracing::info!(before = ?apis, after = ?now, "served APIs changed: restarting the controller");
             apis = now;
         }
@@ -799,19 +717,19 @@ pub async fn run(
     result
 }
 
-/// Resolves `changed` once discovery, run every `every`, finds other than `apis`. A failed
-/// discovery (the server briefly unreachable) changes nothing.
+/// Publishes into `served` what discovery, run every `every`, finds once it differs from
+/// what `served` holds, then stops. A failed discovery (the server briefly unreachable)
+/// changes nothing.
 async fn watch_discovery(
     client: Client,
-    apis: ServedApis,
     every: Duration,
-    changed: tokio::sync::oneshot::Sender<()>,
+    served: tokio::sync::watch::Sender<ServedApis>,
 ) {
     loop {
         tokio::time::sleep(every).await;
         match discover(&client).await {
-            Ok(now) if now != apis => {
-                let _ = changed.send(());
+            Ok(now) if now != *served.borrow() => {
+                let _ = served.send(now);
                 return;
             }
             Ok(_) => {}
@@ -867,7 +785,7 @@ async fn run_once(
     );
     // HPAs and PDBs in whichever version the server serves (dynamic: 1.20's v2beta2 and
     // v1beta1 have no typed counterpart in k8s-openapi), and the other projects' kinds.
-    for kind in managed_kinds(&apis) {
+    for kind in apis.managed_kinds() {
         if matches!(
             kind.kind,
             "HorizontalPodAutoscaler"

@@ -145,6 +145,87 @@ pub struct ChildKind {
     pub kind: &'static str,
 }
 
+impl ChildKind {
+    const fn of(api_version: &'static str, kind: &'static str) -> Self {
+        Self { api_version, kind }
+    }
+    /// `v1` ServiceAccount.
+    pub const SERVICE_ACCOUNT: Self = Self::of("v1", "ServiceAccount");
+    /// `v1` ConfigMap.
+    pub const CONFIG_MAP: Self = Self::of("v1", "ConfigMap");
+    /// `apps/v1` Deployment.
+    pub const DEPLOYMENT: Self = Self::of("apps/v1", "Deployment");
+    /// `v1` Service.
+    pub const SERVICE: Self = Self::of("v1", "Service");
+    /// `networking.k8s.io/v1` NetworkPolicy.
+    pub const NETWORK_POLICY: Self = Self::of("networking.k8s.io/v1", "NetworkPolicy");
+    /// `batch/v1` Job.
+    pub const JOB: Self = Self::of("batch/v1", "Job");
+    /// `networking.k8s.io/v1` Ingress.
+    pub const INGRESS: Self = Self::of("networking.k8s.io/v1", "Ingress");
+    /// KEDA's ScaledObject.
+    pub const SCALED_OBJECT: Self = Self::of("keda.sh/v1alpha1", "ScaledObject");
+    /// KEDA's TriggerAuthentication.
+    pub const TRIGGER_AUTHENTICATION: Self = Self::of("keda.sh/v1alpha1", "TriggerAuthentication");
+}
+
+impl ServedApis {
+    /// The HPA kind in the version served (`autoscaling/v2` when none is).
+    pub fn autoscaler_kind(&self) -> ChildKind {
+        match self.autoscaling {
+            Some(AutoscalingApi::V2beta2) => {
+                ChildKind::of("autoscaling/v2beta2", "HorizontalPodAutoscaler")
+            }
+            _ => ChildKind::of("autoscaling/v2", "HorizontalPodAutoscaler"),
+        }
+    }
+
+    /// The PDB kind in the version served (`policy/v1` when none is).
+    pub fn disruption_kind(&self) -> ChildKind {
+        match self.disruption {
+            Some(DisruptionApi::V1beta1) => ChildKind::of("policy/v1beta1", "PodDisruptionBudget"),
+            _ => ChildKind::of("policy/v1", "PodDisruptionBudget"),
+        }
+    }
+
+    /// The GRPCRoute kind in the version served (`v1` when none is).
+    pub fn grpc_route_kind(&self) -> ChildKind {
+        match self.grpc_route {
+            Some(GrpcRouteApi::V1alpha2) => {
+                ChildKind::of("gateway.networking.k8s.io/v1alpha2", "GRPCRoute")
+            }
+            _ => ChildKind::of("gateway.networking.k8s.io/v1", "GRPCRoute"),
+        }
+    }
+
+    /// Every kind the operator may have created, in the versions served; kinds served in
+    /// no version are left out (there is nothing of them to list or delete).
+    pub fn managed_kinds(&self) -> Vec<ChildKind> {
+        let mut kinds = vec![
+            ChildKind::SERVICE_ACCOUNT,
+            ChildKind::CONFIG_MAP,
+            ChildKind::DEPLOYMENT,
+            ChildKind::SERVICE,
+            ChildKind::NETWORK_POLICY,
+            ChildKind::JOB,
+            ChildKind::INGRESS,
+        ];
+        if self.autoscaling.is_some() {
+            kinds.push(self.autoscaler_kind());
+        }
+        if self.disruption.is_some() {
+            kinds.push(self.disruption_kind());
+        }
+        if self.keda {
+            kinds.extend([ChildKind::SCALED_OBJECT, ChildKind::TRIGGER_AUTHENTICATION]);
+        }
+        if self.grpc_route.is_some() {
+            kinds.push(self.grpc_route_kind());
+        }
+        kinds
+    }
+}
+
 impl Child {
     /// Its name.
     pub fn name(&self) -> &str {
@@ -167,30 +248,20 @@ impl Child {
 
     /// Its kind, in the version `apis` says the server serves.
     pub fn kind(&self, apis: &ServedApis) -> ChildKind {
-        let (api_version, kind) = match self {
-            Self::ServiceAccount(_) => ("v1", "ServiceAccount"),
-            Self::ConfigMap(_) => ("v1", "ConfigMap"),
-            Self::Deployment(_) => ("apps/v1", "Deployment"),
-            Self::Service(_) => ("v1", "Service"),
-            Self::Autoscaler(_) => match apis.autoscaling {
-                Some(AutoscalingApi::V2beta2) => ("autoscaling/v2beta2", "HorizontalPodAutoscaler"),
-                _ => ("autoscaling/v2", "HorizontalPodAutoscaler"),
-            },
-            Self::DisruptionBudget(_) => match apis.disruption {
-                Some(DisruptionApi::V1beta1) => ("policy/v1beta1", "PodDisruptionBudget"),
-                _ => ("policy/v1", "PodDisruptionBudget"),
-            },
-            Self::NetworkPolicy(_) => ("networking.k8s.io/v1", "NetworkPolicy"),
-            Self::Migration(_) => ("batch/v1", "Job"),
-            Self::Ingress(_) => ("networking.k8s.io/v1", "Ingress"),
-            Self::GrpcRoute(_) => match apis.grpc_route {
-                Some(GrpcRouteApi::V1alpha2) => ("gateway.networking.k8s.io/v1alpha2", "GRPCRoute"),
-                _ => ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-            },
-            Self::ScaledObject(_) => ("keda.sh/v1alpha1", "ScaledObject"),
-            Self::TriggerAuthentication(_) => ("keda.sh/v1alpha1", "TriggerAuthentication"),
-        };
-        ChildKind { api_version, kind }
+        match self {
+            Self::ServiceAccount(_) => ChildKind::SERVICE_ACCOUNT,
+            Self::ConfigMap(_) => ChildKind::CONFIG_MAP,
+            Self::Deployment(_) => ChildKind::DEPLOYMENT,
+            Self::Service(_) => ChildKind::SERVICE,
+            Self::Autoscaler(_) => apis.autoscaler_kind(),
+            Self::DisruptionBudget(_) => apis.disruption_kind(),
+            Self::NetworkPolicy(_) => ChildKind::NETWORK_POLICY,
+            Self::Migration(_) => ChildKind::JOB,
+            Self::Ingress(_) => ChildKind::INGRESS,
+            Self::GrpcRoute(_) => apis.grpc_route_kind(),
+            Self::ScaledObject(_) => ChildKind::SCALED_OBJECT,
+            Self::TriggerAuthentication(_) => ChildKind::TRIGGER_AUTHENTICATION,
+        }
     }
 
     /// The manifest to apply: the object as JSON with `apiVersion` and `kind` as `apis`
