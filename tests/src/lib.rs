@@ -7,6 +7,7 @@ pub mod clients;
 pub mod control_plane;
 pub mod helm;
 pub mod operator_fixture;
+pub mod otlp;
 pub mod pg;
 pub mod processes;
 pub mod raw_grpc;

@@ -33,6 +33,7 @@ fn new<'a>(owner: &'a str, payload: &'a str) -> NewRequest<'a> {
         idempotency_key: None,
         ordering_key: None,
         deadline: None,
+        trace: None,
     }
 }
 
@@ -739,7 +740,7 @@ async fn a_request_not_started_by_its_deadline_goes_dead_and_requeue_brings_it_b
     let letters = queue.dead_letters(None, None, 10).await.unwrap();
     assert_eq!(letters.items.len(), 1);
     let stranger = Uuid::now_v7();
-    let requeued = queue.requeue(&[record.id, stranger]).await.unwrap();
+    let requeued = queue.requeue(&[record.id, stranger], None).await.unwrap();
     assert_eq!(requeued, vec![record.id]);
     let back = queue.get(record.id, Viewer::Admin).await.unwrap().unwrap();
     assert_eq!(

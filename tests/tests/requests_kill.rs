@@ -32,6 +32,7 @@ async fn killed_workers_lose_nothing_and_repeat_only_what_was_in_flight() {
                 idempotency_key: None,
                 ordering_key: None,
                 deadline: None,
+                trace: None,
             })
             .await
             .unwrap();

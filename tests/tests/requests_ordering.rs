@@ -40,6 +40,7 @@ async fn per_key_executions_run_in_submit_order_never_two_at_once_across_a_kill(
                     idempotency_key: None,
                     ordering_key: Some(&account),
                     deadline: None,
+                    trace: None,
                 })
                 .await
                 .unwrap();

@@ -22,6 +22,7 @@ use crate::methods::MethodTable;
 use crate::metrics::GrpcMetrics;
 use crate::request_check::RequestCheckLayer;
 use crate::run_to_completion::RunToCompletionLayer;
+use crate::server_span::ServerSpanLayer;
 use appstack_config::ServerConfig;
 
 /// The plumbing methods every server answers, callable without a token.
@@ -126,7 +127,7 @@ impl Default for GrpcServices {
 
 /// Serves `services` on `listener` until `shutdown` is cancelled.
 ///
-/// Layers, outermost first: RED `metrics` (labelled only with served methods), the oversize
+/// Layers, outermost first: the call's span (continuing the caller's trace), RED `metrics` (labelled only with served methods), the oversize
 /// remap, the metadata limit, the request check (UNIMPLEMENTED for methods not served,
 /// INVALID_ARGUMENT for invalid text), run-to-completion (handlers finish even when the
 /// caller goes away), then the caller's `layer` (authentication).
@@ -189,6 +190,7 @@ where
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_max_header_list_size(Some(HTTP2_HEADER_LIST_LIMIT))
+        .layer(ServerSpanLayer::new(table.clone()))
         .layer(metrics.layer(table.clone()))
         .layer(crate::oversize::OversizeAsResourceExhausted)
         .layer(MetadataLimitLayer::new(config.max_metadata_bytes))

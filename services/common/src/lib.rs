@@ -3,7 +3,8 @@
 //! Every service process is built from the same parts, so operations look the same
 //! everywhere:
 //! - [`config`]: one configuration loaded from file, then environment, then flags;
-//! - [`telemetry`]: structured logs (JSON or pretty);
+//! - [`telemetry`]: structured logs (JSON or pretty) and OpenTelemetry traces over OTLP;
+//! - [`server_span`]: one span per gRPC call, continuing the caller's trace;
 //! - [`metrics`]: a Prometheus registry and RED metrics per gRPC method;
 //! - [`admin`]: the admin HTTP port with `/healthz`, `/readyz` and `/metrics`;
 //! - [`grpc`]: the gRPC server with health, reflection, keepalive and a graceful shutdown
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod oversize;
 pub mod request_check;
 pub mod run_to_completion;
+pub mod server_span;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use http::{Request, Response};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 /// Tells a handler whether the caller is still waiting for its answer; in the request's
 /// extensions of every call served through [`RunToCompletionLayer`].
@@ -79,7 +80,9 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let caller = CallerGone::default();
         request.extensions_mut().insert(caller.clone());
-        let handler = tokio::spawn(self.inner.call(request));
+        // The handler keeps the call's span (the server span layer entered it around
+        // `call`): a spawned task would otherwise start with none.
+        let handler = tokio::spawn(self.inner.call(request).in_current_span());
         Box::pin(async move {
             // Dropped with this future (the caller went away) unless the handler finished.
             let guard = caller.token.clone().drop_guard();

@@ -8,6 +8,7 @@ use appstack_resilience::breaker::State;
 use appstack_resilience::pipeline::Executed;
 use appstack_resilience::{ResilienceError, retry::Stop};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::Executor;
@@ -90,13 +91,30 @@ impl Executor {
         let executed = service
             .pipeline
             .execute_until(deadline, |ctx| {
-                service.transport.call(Outgoing {
-                    request_id: call.request_id,
-                    kind: call.kind,
-                    payload: call.payload,
-                    attempt: call.attempt,
-                    timeout: ctx.timeout,
-                })
+                // One client span per call made (in-call retries each get theirs); its
+                // context is what the service receives as `traceparent`.
+                let span = tracing::info_span!(
+                    "external.call",
+                    otel.name = %service.transport.span_name(),
+                    otel.kind = "client",
+                    appstack.service = %service.name,
+                    appstack.request_id = %call.request_id,
+                    appstack.attempt = call.attempt,
+                    server.address = %service.transport.authority(),
+                    http.response.status_code = tracing::field::Empty,
+                    rpc.grpc.status_code = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                );
+                service
+                    .transport
+                    .call(Outgoing {
+                        request_id: call.request_id,
+                        kind: call.kind,
+                        payload: call.payload,
+                        attempt: call.attempt,
+                        timeout: ctx.timeout,
+                    })
+                    .instrument(span)
             })
             .await;
         let budget_spent = executed.stop == Stop::BudgetExhausted;

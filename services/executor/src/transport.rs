@@ -45,7 +45,11 @@ pub(crate) enum Transport {
         max_result_bytes: usize,
     },
     /// gRPC `Processor`.
-    Grpc { client: ProcessorClient<Channel> },
+    Grpc {
+        client: ProcessorClient<Channel>,
+        /// Host and port, for the attempt's span.
+        authority: String,
+    },
 }
 
 /// A transport could not be built from its settings.
@@ -122,18 +126,46 @@ impl Transport {
         let client = ProcessorClient::new(channel.connect_lazy())
             // The answer's envelope around a result of the largest size kept.
             .max_decoding_message_size(max_result_bytes.saturating_add(1024));
-        Ok(Self::Grpc { client })
+        let authority = endpoint
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.authority().map(ToString::to_string))
+            .unwrap_or_default();
+        Ok(Self::Grpc { client, authority })
     }
 
-    /// One attempt.
+    /// One attempt, in the current span (the attempt's client span): its context goes
+    /// with the call and its outcome is recorded on it.
     pub(crate) async fn call(&self, out: Outgoing<'_>) -> Result<Reply, CallError> {
-        match self {
+        let reply = match self {
             Transport::Http {
                 client,
                 endpoint,
                 max_result_bytes,
             } => http_call(client, endpoint, *max_result_bytes, out).await,
-            Transport::Grpc { client } => Ok(grpc_call(client.clone(), out).await),
+            Transport::Grpc { client, .. } => Ok(grpc_call(client.clone(), out).await),
+        };
+        record_outcome(&tracing::Span::current(), &reply);
+        reply
+    }
+
+    /// The attempt span's name, as OpenTelemetry's conventions name client spans: the HTTP
+    /// method, or the gRPC `{service}/{method}`.
+    pub(crate) fn span_name(&self) -> &'static str {
+        match self {
+            Transport::Http { .. } => "POST",
+            Transport::Grpc { .. } => "appstack.external.v1.Processor/Process",
+        }
+    }
+
+    /// The endpoint's host and port, for the span (`server.address`).
+    pub(crate) fn authority(&self) -> String {
+        match self {
+            Transport::Http { endpoint, .. } => endpoint
+                .authority()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            Transport::Grpc { authority, .. } => authority.clone(),
         }
     }
 }
@@ -159,6 +191,8 @@ async fn http_call(
         )
         .body(Full::new(Bytes::copy_from_slice(out.payload.as_bytes())))
         .map_err(|e| CallError::Transport(e.to_string()))?;
+    let mut request = request;
+    appstack_trace::inject_headers(&tracing::Span::current(), request.headers_mut());
     let response = client
         .request(request)
         .await
@@ -203,12 +237,37 @@ async fn grpc_call(mut client: ProcessorClient<Channel>, out: Outgoing<'_>) -> R
             .metadata_mut()
             .insert(IDEMPOTENCY_KEY_METADATA, value);
     }
+    appstack_trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
     Reply::Grpc(
         client
             .process(request)
             .await
             .map(|response| response.into_inner().result),
     )
+}
+
+/// Records an attempt's answer on its span: the HTTP status or gRPC code, and an error
+/// status when it failed (the semantic conventions' rules for client spans: any non-OK
+/// gRPC code, an HTTP status of 400 or more, no answer at all).
+fn record_outcome(span: &tracing::Span, reply: &Result<Reply, CallError>) {
+    let failed = match reply {
+        Ok(Reply::Http { status, .. }) => {
+            span.record("http.response.status_code", status.as_u16());
+            status.as_u16() >= 400
+        }
+        Ok(Reply::Grpc(Ok(_))) => {
+            span.record("rpc.grpc.status_code", 0);
+            false
+        }
+        Ok(Reply::Grpc(Err(status))) => {
+            span.record("rpc.grpc.status_code", status.code() as i32);
+            true
+        }
+        Err(_) => true,
+    };
+    if failed {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// A hyper client error with its causes, which hold the useful part.

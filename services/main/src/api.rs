@@ -137,6 +137,8 @@ impl RequestApi {
                 per_second: over.per_second,
                 retry_after: over.retry_after,
             })?;
+        // The job carries this call's span: the worker's execution continues its trace.
+        let trace = appstack_trace::TraceCarrier::of(&tracing::Span::current());
         let new = NewRequest {
             owner: &caller.subject,
             kind: &checked.kind,
@@ -144,6 +146,7 @@ impl RequestApi {
             idempotency_key: checked.idempotency_key.as_deref(),
             ordering_key: checked.ordering_key.as_deref(),
             deadline: checked.deadline,
+            trace: trace.as_ref(),
         };
         match checked.mode {
             Mode::Async => match inner.submits.submit_async(&new).await? {

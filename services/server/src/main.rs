@@ -160,11 +160,18 @@ impl DevArgs {
 }
 
 /// Runs `services` with the configuration of `args` until SIGTERM or Ctrl-C.
-async fn serve(args: &ServeArgs, services: Vec<ServiceBuilder>) -> anyhow::Result<()> {
+/// Traces name the process `service_name` unless `OTEL_SERVICE_NAME` says otherwise.
+async fn serve(
+    args: &ServeArgs,
+    service_name: &str,
+    services: Vec<ServiceBuilder>,
+) -> anyhow::Result<()> {
     let config = args.load()?;
-    telemetry::init_logging(&config.log)?;
+    let telemetry = telemetry::init(&config.log, service_name)?;
     let listeners = Listeners::bind(&config).await?;
-    runner::run(config, listeners, services, shutdown::on_signal()).await
+    let served = runner::run(config, listeners, services, shutdown::on_signal()).await;
+    telemetry.shutdown().await;
+    served
 }
 
 fn main() -> anyhow::Result<()> {
@@ -179,15 +186,29 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         // A role is the list of services it runs in one process.
-        Command::Auth(args) => serve(&args, vec![auth_service::builder()]).await,
-        Command::Main(args) => serve(&args, vec![request_services::main_builder()]).await,
-        Command::Worker(args) => serve(&args, vec![request_services::worker_builder()]).await,
+        Command::Auth(args) => serve(&args, "appstack-auth", vec![auth_service::builder()]).await,
+        Command::Main(args) => {
+            serve(
+                &args,
+                "appstack-main",
+                vec![request_services::main_builder()],
+            )
+            .await
+        }
+        Command::Worker(args) => {
+            serve(
+                &args,
+                "appstack-worker",
+                vec![request_services::worker_builder()],
+            )
+            .await
+        }
         Command::All(args) => {
             let services = vec![
                 auth_service::builder(),
                 request_services::main_and_worker_builder(),
             ];
-            serve(&args, services).await
+            serve(&args, "appstack", services).await
         }
         Command::Migrate(args) => {
             let config = args.load()?;
@@ -198,8 +219,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Dev(args) => {
             let (data_dir, config) = args.load()?;
-            telemetry::init_logging(&config.log)?;
-            dev::run(DevOptions { data_dir, config }, shutdown::on_signal()).await
+            let telemetry = telemetry::init(&config.log, "appstack")?;
+            let ran = dev::run(DevOptions { data_dir, config }, shutdown::on_signal()).await;
+            telemetry.shutdown().await;
+            ran
         }
         Command::Simulator(args) => {
             let log = LogConfig {

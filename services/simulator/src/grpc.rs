@@ -32,7 +32,17 @@ impl Processor for Echo {
         &self,
         request: Request<pb::ProcessRequest>,
     ) -> Result<Response<pb::ProcessResponse>, Status> {
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let req = request.into_inner();
+        if let Some(traceparent) = &traceparent {
+            self.shared
+                .ledger()
+                .saw_traceparent(&req.idempotency_key, traceparent);
+        }
         let Ok(payload) = serde_json::from_str::<serde_json::Value>(&req.payload) else {
             return Err(Status::invalid_argument("payload must be JSON"));
         };

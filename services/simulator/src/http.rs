@@ -69,6 +69,9 @@ async fn process(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let action = shared.next_action();
     let delay = action.delay();
     shared.ledger().record(&key, Ended::of(&action));
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        shared.ledger().saw_traceparent(&key, traceparent);
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

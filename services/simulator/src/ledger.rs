@@ -6,6 +6,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+/// The `traceparent`s kept per idempotency key.
+const TRACEPARENTS_KEPT_PER_KEY: usize = 8;
+
 /// Calls so far.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -15,6 +18,7 @@ pub struct Ledger {
 #[derive(Debug, Default)]
 struct Counts {
     by_key: HashMap<String, u64>,
+    traceparents: HashMap<String, Vec<String>>,
     calls: u64,
     without_key: u64,
     outcomes: Outcomes,
@@ -99,6 +103,26 @@ impl Ledger {
         *outcome += 1;
     }
 
+    /// Records the W3C `traceparent` a call with `key` carried, so a test can check the
+    /// caller's trace reached the service. The last few per key are kept.
+    pub fn saw_traceparent(&self, key: &str, traceparent: &str) {
+        if key.is_empty() {
+            return;
+        }
+        let mut counts = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = counts.traceparents.entry(key.to_owned()).or_default();
+        if seen.len() == TRACEPARENTS_KEPT_PER_KEY {
+            seen.remove(0);
+        }
+        seen.push(traceparent.to_owned());
+    }
+
+    /// The `traceparent`s received with `key`, oldest first.
+    pub fn traceparents_for(&self, key: &str) -> Vec<String> {
+        let counts = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        counts.traceparents.get(key).cloned().unwrap_or_default()
+    }
+
     /// Calls received with `key`.
     pub fn calls_for(&self, key: &str) -> u64 {
         let counts = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,6 +162,15 @@ mod tests {
         assert_eq!(stats.max_calls_per_key, 2);
         assert_eq!(stats.without_key, 1);
         assert_eq!(stats.outcomes.succeeded, 2);
+        for i in 0..10 {
+            ledger.saw_traceparent("a", &i.to_string());
+        }
+        ledger.saw_traceparent("", "ignored");
+        assert_eq!(
+            ledger.traceparents_for("a"),
+            ["2", "3", "4", "5", "6", "7", "8", "9"]
+        );
+        assert!(ledger.traceparents_for("").is_empty());
         assert_eq!(ledger.calls_for("a"), 2);
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::verifier::VerifyError;
 
@@ -39,15 +40,34 @@ impl GrpcJwksSource {
 impl KeySource for GrpcJwksSource {
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, VerifyError>> {
         let mut client = self.client.clone();
-        Box::pin(async move {
-            let mut request = tonic::Request::new(GetJwksRequest {});
-            request.set_timeout(Duration::from_secs(5));
-            let response = client
-                .get_jwks(request)
-                .await
-                .map_err(|status| VerifyError::KeysUnavailable(status.message().to_owned()))?;
-            Ok(response.into_inner().keys)
-        })
+        // A client span: a fetch made for a call (a token naming an unknown key) is part
+        // of that call's trace, and auth's side of it continues from here.
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = "appstack.auth.v1.AuthService/GetJwks",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "appstack.auth.v1.AuthService",
+            rpc.method = "GetJwks",
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        Box::pin(
+            async move {
+                let mut request = tonic::Request::new(GetJwksRequest {});
+                request.set_timeout(Duration::from_secs(5));
+                let span = tracing::Span::current();
+                appstack_trace::inject_metadata(&span, request.metadata_mut());
+                let response = client.get_jwks(request).await.map_err(|status| {
+                    span.record("rpc.grpc.status_code", status.code() as i32);
+                    span.record("otel.status_code", "error");
+                    VerifyError::KeysUnavailable(status.message().to_owned())
+                })?;
+                span.record("rpc.grpc.status_code", 0);
+                Ok(response.into_inner().keys)
+            }
+            .instrument(span),
+        )
     }
 }
 

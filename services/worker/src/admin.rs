@@ -138,7 +138,8 @@ impl WorkerAdmin for WorkerAdminApi {
         if !bad.is_empty() {
             return Err(appstack_common::status::invalid_fields(bad));
         }
-        let requeued = match self.queue.requeue(&ids).await {
+        let trace = appstack_trace::TraceCarrier::of(&tracing::Span::current());
+        let requeued = match self.queue.requeue(&ids, trace.as_ref()).await {
             Ok(requeued) => requeued,
             Err(error) => return Err(self.failed(error).await),
         };

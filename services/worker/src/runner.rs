@@ -17,6 +17,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::in_flight::{InFlight, StopReason};
 use crate::metrics::WorkerMetrics;
@@ -121,10 +122,14 @@ impl Runner {
                 };
                 let runner = Arc::clone(&self);
                 let completions = completions.clone();
-                tasks.spawn(async move {
-                    runner.execute(job, completions).await;
-                    drop(permit);
-                });
+                let span = job_span(&job);
+                tasks.spawn(
+                    async move {
+                        runner.execute(job, completions).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             if got < want && ready_from.is_some() {
                 // Short from the watermark: read from the oldest at once.
@@ -228,6 +233,11 @@ impl Runner {
             },
         };
         self.metrics.finished(&job.kind, outcome);
+        let span = tracing::Span::current();
+        span.record("appstack.outcome", outcome);
+        if matches!(action, CompletionAction::Finish(Finish::Dead(_))) {
+            span.record("otel.status_code", "error");
+        }
         let _ = completions
             .send(Completion {
                 request_id: job.request_id,
@@ -360,4 +370,26 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(100)
         .saturating_mul(1 << failures.saturating_sub(1).min(5))
         .min(Duration::from_secs(2))
+}
+
+/// The span of one execution, a consumer span continuing the trace of what queued the job
+/// (the submit, or an admin's requeue), named as OpenTelemetry's messaging conventions name
+/// processing: `process {kind}`.
+fn job_span(job: &ClaimedJob) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job.process",
+        otel.name = %format_args!("process {}", job.kind),
+        otel.kind = "consumer",
+        messaging.system = "appstack",
+        messaging.operation.type = "process",
+        messaging.destination.name = %job.kind,
+        messaging.message.id = %job.request_id,
+        appstack.attempt = job.attempt,
+        appstack.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(trace) = &job.trace {
+        trace.set_parent_of(&span);
+    }
+    span
 }

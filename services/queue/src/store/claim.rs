@@ -1,5 +1,6 @@
 //! Claiming jobs and keeping their leases.
 
+use appstack_trace::TraceCarrier;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -40,6 +41,8 @@ pub struct ClaimedJob {
     pub run_at: DateTime<Utc>,
     /// The route's ordering key value, if it has one (the completion must name it).
     pub ordering_key: Option<String>,
+    /// The trace context of what queued it (the submit or the requeue), to continue.
+    pub trace: Option<TraceCarrier>,
 }
 
 /// What a heartbeat found.
@@ -80,19 +83,23 @@ WITH picked AS (
     SET state = 'running', attempts = j.attempts + 1, claims = j.claims + 1, claimed_by = $2,
         lease_until = now() + $4::bigint * interval '1 microsecond'
     FROM picked p WHERE j.request_id = p.request_id
-    RETURNING j.request_id, j.attempts, j.claims, j.ordering_key, p.from_state, p.run_at
+    RETURNING j.request_id, j.attempts, j.claims, j.ordering_key, p.from_state, p.run_at,
+              j.traceparent, j.tracestate
 ), req AS (
     UPDATE requests.requests r
     SET status = 'running', attempts = c.attempts, updated_at = now(),
         last_sequence = r.last_sequence + 1
     FROM claimed c WHERE r.id = c.request_id
     RETURNING r.id, r.kind, r.payload::text AS payload, r.last_sequence, r.deadline, r.created_at,
-              c.attempts, c.claims, c.ordering_key, c.from_state, c.run_at
+              c.attempts, c.claims, c.ordering_key, c.from_state, c.run_at,
+              c.traceparent, c.tracestate
 ), event AS (
     INSERT INTO requests.events (request_id, sequence, from_status, to_status, attempt, at)
     SELECT id, last_sequence, from_state, 'running', attempts, now() FROM req
 )
-SELECT id, kind, payload, deadline, created_at, run_at, attempts, claims, ordering_key FROM req"
+SELECT id, kind, payload, deadline, created_at, run_at, attempts, claims, ordering_key,
+       traceparent, tracestate
+FROM req"
         )
     };
 }
@@ -128,6 +135,8 @@ struct ClaimRow {
     attempts: i32,
     claims: i32,
     ordering_key: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
 impl Queue {
@@ -174,6 +183,10 @@ impl Queue {
                 created_at: row.created_at,
                 run_at: row.run_at,
                 ordering_key: row.ordering_key,
+                trace: row.traceparent.map(|traceparent| TraceCarrier {
+                    traceparent,
+                    tracestate: row.tracestate.unwrap_or_default(),
+                }),
             })
             .collect())
     }

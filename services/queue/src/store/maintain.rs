@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use appstack_trace::TraceCarrier;
 use uuid::Uuid;
 
 use super::complete::apply;
@@ -166,8 +167,13 @@ impl Queue {
 
     /// Puts dead requests back in the queue with fresh attempts and no deadline; returns the
     /// ids requeued (the others were not dead, or do not exist). A requeued request of an
-    /// ordering key waits behind the key's live requests.
-    pub async fn requeue(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    /// ordering key waits behind the key's live requests. Its execution continues `trace`
+    /// (the admin call's), not the original submit's: that trace ended when it went dead.
+    pub async fn requeue(
+        &self,
+        ids: &[Uuid],
+        trace: Option<&TraceCarrier>,
+    ) -> Result<Vec<Uuid>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -189,11 +195,13 @@ impl Queue {
                 WHERE id = ANY($1) AND status = 'dead'
                 RETURNING id, kind, ordering_key, last_sequence
             ), job AS (
-                INSERT INTO requests.jobs (request_id, kind, mode, state, run_at, ordering_key, blocked)
+                INSERT INTO requests.jobs
+                    (request_id, kind, mode, state, run_at, ordering_key, blocked, traceparent, tracestate)
                 SELECT id, kind, 'async', 'queued', now(), ordering_key,
                        ordering_key IS NOT NULL
                        AND (EXISTS (SELECT 1 FROM requests.jobs j WHERE j.ordering_key = req.ordering_key)
-                            OR row_number() OVER (PARTITION BY ordering_key ORDER BY id) > 1)
+                            OR row_number() OVER (PARTITION BY ordering_key ORDER BY id) > 1),
+                       $2, NULLIF($3, '')
                 FROM req
             ), event AS (
                 INSERT INTO requests.events (request_id, sequence, from_status, to_status, attempt, detail, at)
@@ -202,6 +210,8 @@ impl Queue {
             SELECT id FROM req",
         )
         .bind(ids)
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.map(|t| t.tracestate.as_str()))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -1,5 +1,6 @@
 //! Submit: the request row, its first event and its job row, in one statement.
 
+use appstack_trace::TraceCarrier;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -21,6 +22,9 @@ pub struct NewRequest<'a> {
     pub ordering_key: Option<&'a str>,
     /// The caller's deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// The submit's trace context, stored with the job so its execution continues the
+    /// trace (ASYNC only; a SYNC request executes inside the submit's own span).
+    pub trace: Option<&'a TraceCarrier>,
 }
 
 /// What a submit did.
@@ -64,10 +68,13 @@ const INSERT_ASYNC: &str = concat!(
         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
     ), job AS (
-        INSERT INTO requests.jobs (request_id, kind, mode, state, run_at, deadline, ordering_key, blocked)
+        INSERT INTO requests.jobs
+            (request_id, kind, mode, state, run_at, deadline, ordering_key, blocked,
+             traceparent, tracestate)
         SELECT id, kind, 'async', 'queued', created_at, deadline, ordering_key,
                ordering_key IS NOT NULL
-               AND EXISTS (SELECT 1 FROM requests.jobs WHERE ordering_key = ins.ordering_key)
+               AND EXISTS (SELECT 1 FROM requests.jobs WHERE ordering_key = ins.ordering_key),
+               $8, NULLIF($9, '')
         FROM ins",
     first_event_and_record!()
 );
@@ -125,7 +132,9 @@ impl Queue {
             .bind(new.payload)
             .bind(new.idempotency_key)
             .bind(new.ordering_key)
-            .bind(new.deadline);
+            .bind(new.deadline)
+            .bind(new.trace.map(|t| t.traceparent.as_str()))
+            .bind(new.trace.map(|t| t.tracestate.as_str()));
         let inserted = match new.ordering_key {
             // Under the key's lock, so the head of the key cannot finish between the check for
             // an earlier request and this insert (which would leave this one blocked forever).
@@ -203,6 +212,7 @@ impl Queue {
                     created_at: record.created_at,
                     run_at: record.created_at,
                     ordering_key: None,
+                    trace: None,
                 };
                 Ok(SubmitOutcome::Created((record, job)))
             }

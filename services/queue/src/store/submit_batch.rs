@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use appstack_trace::TraceCarrier;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use uuid::Uuid;
@@ -36,8 +37,8 @@ const RETRIES_AT_ONCE: usize = 8;
 const INSERT_MANY: &str = concat!(
     "WITH input AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::timestamptz[])
-            AS t(id, owner, kind, payload, idempotency_key, deadline)
+                             $6::timestamptz[], $7::text[], $8::text[])
+            AS t(id, owner, kind, payload, idempotency_key, deadline, traceparent, tracestate)
     ), ins AS (
         INSERT INTO requests.requests
             (id, owner, kind, mode, status, payload, idempotency_key, deadline,
@@ -48,8 +49,11 @@ const INSERT_MANY: &str = concat!(
         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
     ), job AS (
-        INSERT INTO requests.jobs (request_id, kind, mode, state, run_at, deadline)
-        SELECT id, kind, 'async', 'queued', created_at, deadline FROM ins",
+        INSERT INTO requests.jobs
+            (request_id, kind, mode, state, run_at, deadline, traceparent, tracestate)
+        SELECT ins.id, ins.kind, 'async', 'queued', ins.created_at, ins.deadline,
+               input.traceparent, NULLIF(input.tracestate, '')
+        FROM ins JOIN input ON input.id = ins.id",
     first_event_and_record!()
 );
 
@@ -77,6 +81,7 @@ struct OwnedRequest {
     payload: String,
     idempotency_key: Option<String>,
     deadline: Option<DateTime<Utc>>,
+    trace: Option<TraceCarrier>,
 }
 
 impl OwnedRequest {
@@ -88,6 +93,7 @@ impl OwnedRequest {
             idempotency_key: self.idempotency_key.as_deref(),
             ordering_key: None,
             deadline: self.deadline,
+            trace: self.trace.as_ref(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl SubmitBatcher {
             payload: new.payload.to_owned(),
             idempotency_key: new.idempotency_key.map(str::to_owned),
             deadline: new.deadline,
+            trace: new.trace.cloned(),
         };
         self.groups
             .ask(|answer| Waiting {
@@ -221,6 +228,14 @@ impl Queue {
             .collect();
         let deadlines: Vec<Option<DateTime<Utc>>> =
             batch.iter().map(|w| w.request.deadline).collect();
+        let traceparents: Vec<Option<&str>> = batch
+            .iter()
+            .map(|w| w.request.trace.as_ref().map(|t| t.traceparent.as_str()))
+            .collect();
+        let tracestates: Vec<Option<&str>> = batch
+            .iter()
+            .map(|w| w.request.trace.as_ref().map(|t| t.tracestate.as_str()))
+            .collect();
         let rows: Vec<RequestRow> = sqlx::query_as(INSERT_MANY)
             .bind(ids)
             .bind(owners)
@@ -228,6 +243,8 @@ impl Queue {
             .bind(payloads)
             .bind(keys)
             .bind(deadlines)
+            .bind(traceparents)
+            .bind(tracestates)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
