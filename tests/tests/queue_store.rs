@@ -12,6 +12,7 @@ use appstack_queue::store::{
     GetBatcher, ListFilter, NewRequest, Queue, Reschedule, SubmitBatcher, SubmitOutcome, Viewer,
 };
 use appstack_tests::pg;
+use appstack_trace::TraceCarrier;
 use chrono::Utc;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
@@ -915,4 +916,98 @@ async fn heartbeats_and_completions_find_their_jobs_by_key_whatever_the_statisti
         lease_index_scans(&queue).await > before,
         "the rescuer's scan was not counted: the check above proves nothing"
     );
+}
+
+fn carrier(span: &str, state: &str) -> TraceCarrier {
+    TraceCarrier {
+        traceparent: format!("00-0af7651916cd43dd8448eb211c80319c-{span}-01"),
+        tracestate: state.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_carries_the_trace_context_of_what_queued_it_by_every_path() {
+    let queue = queue().await;
+    let batcher = SubmitBatcher::spawn(queue.clone());
+    let (single, grouped, ordered) = (
+        carrier("00000000000000a1", "vendor=1"),
+        carrier("00000000000000a2", ""),
+        carrier("00000000000000a3", "a=1,b=2"),
+    );
+    let one = created(
+        queue
+            .submit_async(&NewRequest {
+                trace: Some(&single),
+                ..new("alice", r#"{"n":1}"#)
+            })
+            .await
+            .unwrap(),
+    );
+    let two = created(
+        batcher
+            .submit_async(&NewRequest {
+                trace: Some(&grouped),
+                ..new("alice", r#"{"n":2}"#)
+            })
+            .await
+            .unwrap(),
+    );
+    let three = created(
+        queue
+            .submit_async(&NewRequest {
+                trace: Some(&ordered),
+                ordering_key: Some("acct-1"),
+                ..new("alice", r#"{"n":3}"#)
+            })
+            .await
+            .unwrap(),
+    );
+    let untraced = created(
+        queue
+            .submit_async(&new("alice", r#"{"n":4}"#))
+            .await
+            .unwrap(),
+    );
+    let jobs = claim(&queue, 10).await;
+    let trace_of = |id: Uuid| {
+        jobs.iter()
+            .find(|j| j.request_id == id)
+            .unwrap()
+            .trace
+            .clone()
+    };
+    assert_eq!(trace_of(one.id), Some(single));
+    assert_eq!(trace_of(two.id), Some(grouped));
+    assert_eq!(trace_of(three.id), Some(ordered));
+    assert_eq!(trace_of(untraced.id), None);
+
+    // A requeued job continues the requeue's trace, not the dead submit's.
+    let dead = jobs.iter().find(|j| j.request_id == one.id).unwrap();
+    queue
+        .complete(&[Completion {
+            request_id: dead.request_id,
+            claim: dead.claim,
+            ordering_key: None,
+            action: CompletionAction::Finish(Finish::Dead(Failure {
+                reason: "test".into(),
+                message: "made dead".into(),
+                retryable: false,
+            })),
+        }])
+        .await
+        .unwrap();
+    let requeue = carrier("00000000000000b1", "");
+    assert_eq!(
+        queue.requeue(&[one.id], Some(&requeue)).await.unwrap(),
+        [one.id]
+    );
+    let again = claim(&queue, 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].trace, Some(requeue));
+
+    // The column refuses what no propagator writes: the store's guard, not the only one.
+    let refused = sqlx::query("UPDATE requests.jobs SET traceparent = repeat('0', 65)")
+        .execute(queue.pool())
+        .await;
+    assert!(refused.is_err());
 }

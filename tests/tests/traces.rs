@@ -276,5 +276,60 @@ async fn one_request_is_one_trace_from_submit_through_auth_the_queue_and_the_ext
             .iter()
             .all(|s| !s.name.starts_with("grpc.health")),
     );
+
+    // A SYNC request executes inside its Submit: main's own call span, under the Submit.
+    let sync = requests
+        .submit(bearer(
+            SubmitRequest {
+                kind: "echo".into(),
+                payload: r#"{"sync":true}"#.into(),
+                idempotency_key: String::new(),
+                mode: Mode::Sync as i32,
+                deadline: None,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(sync.status, Status::Succeeded as i32);
+    let sent = simulator.calls().traceparents_for(&sync.id);
+    let sync_trace = sent[0].split('-').nth(1).unwrap().to_owned();
+    assert_ne!(
+        sync_trace, CALLER_TRACE,
+        "a call without traceparent starts a trace"
+    );
+    let sync_spans = eventually("the SYNC trace", Duration::from_secs(30), || {
+        let spans = receiver.trace(&sync_trace);
+        let complete = find(&spans, "appstack-main", "POST").is_some()
+            && find(
+                &spans,
+                "appstack-main",
+                "appstack.main.v1.RequestService/Submit",
+            )
+            .is_some();
+        async move { complete.then_some(spans) }
+    })
+    .await;
+    let sync_submit = find(
+        &sync_spans,
+        "appstack-main",
+        "appstack.main.v1.RequestService/Submit",
+    )
+    .unwrap();
+    assert_eq!(sync_submit.parent_span_id, "", "the root of its trace");
+    let sync_call = find(&sync_spans, "appstack-main", "POST").unwrap();
+    assert_eq!(sync_call.parent_span_id, sync_submit.span_id);
+    assert!(
+        find(
+            &sync_spans,
+            "appstack-main",
+            "appstack.auth.v1.AuthService/GetJwks"
+        )
+        .is_none(),
+        "the key is cached now: no fetch"
+    );
     let _ = (main.admin, auth.admin);
 }

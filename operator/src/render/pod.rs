@@ -65,6 +65,16 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
             value: Some(format!("appstack-{}", input.role)),
             ..EnvVar::default()
         });
+        // Which stack a span came from: several stacks share one collector, and every
+        // stack's main is `appstack-main`. Names are DNS labels: no `,` or `=` to escape.
+        env.push(EnvVar {
+            name: "OTEL_RESOURCE_ATTRIBUTES".into(),
+            value: Some(format!(
+                "service.namespace={},k8s.namespace.name={}",
+                input.owner.name, input.owner.namespace
+            )),
+            ..EnvVar::default()
+        });
     }
     if let Some(component) = input.component {
         env.extend(component.env.iter().cloned());

@@ -409,6 +409,62 @@ fn the_operator_owned_settings_are_set_and_the_url_never_written() {
 /// `deploy/examples/<name>.yaml` renders to `deploy/examples/rendered/<name>.yaml`
 /// (`UPDATE_GOLDEN=1` rewrites them): a change to what the operator applies shows in review.
 #[test]
+fn traced_pods_say_which_stack_and_namespace_their_spans_come_from() {
+    let mut stack = quickstart();
+    stack.spec.observability.otlp_endpoint = Some("http://collector:4317".into());
+    let desired = steady(&stack);
+    for deployment in deployments(&desired) {
+        let env = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            Some("http://collector:4317")
+        );
+        assert!(value("OTEL_SERVICE_NAME").unwrap().starts_with("appstack-"));
+        let namespace = stack.metadata.namespace.clone().unwrap();
+        assert_eq!(
+            value("OTEL_RESOURCE_ATTRIBUTES"),
+            Some(format!(
+                "service.namespace={},k8s.namespace.name={namespace}",
+                stack.metadata.name.clone().unwrap()
+            ))
+        );
+    }
+    // Untraced: none of them.
+    let plain = steady(&quickstart());
+    for deployment in deployments(&plain) {
+        let env = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(env.iter().all(|e| !e.name.starts_with("OTEL_")));
+    }
+}
+
+#[test]
 fn the_examples_render_to_their_golden_files() {
     let rendered_dir = examples_dir().join("rendered");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();

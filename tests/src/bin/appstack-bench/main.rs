@@ -49,6 +49,10 @@
 //! - `operator`: the operator on the test control plane: `create_to_applied_p50_ms`,
 //!   `steady_state_writes_per_resync` (goal 0), `operator_rss_mib`, and `render_per_sec`.
 //!
+//! - `traces`: ASYNC submits through the whole stack with every span exported over
+//!   OTLP/gRPC to a loopback receiver, against the same stack untraced in the same run:
+//!   `traced_to_untraced_ratio`, latencies, `spans_per_request`.
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -61,6 +65,7 @@ mod operator;
 mod queue;
 mod requests;
 mod resilience;
+mod traces;
 mod worker;
 
 use std::time::Duration;
@@ -117,6 +122,9 @@ enum Scenario {
     /// The operator on the test control plane: create → applied, API writes per
     /// steady-state resync (goal 0), resident memory, and the pure render rate.
     Operator,
+    /// ASYNC submits through the whole stack with traces exported over OTLP to a loopback
+    /// receiver, against the same stack untraced in the same run.
+    Traces,
 }
 
 /// Options of `auth-login`.
@@ -150,5 +158,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Get => requests::run(cli.seconds, true),
         Scenario::EndToEnd => end_to_end::run(cli.seconds),
         Scenario::Operator => operator::run(cli.seconds),
+        Scenario::Traces => traces::run(cli.seconds),
     }
 }
