@@ -69,6 +69,7 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
     let chart = chart();
     let chart = chart.to_str().unwrap();
     // Namespaced mode: a Role, so the rights end at this namespace.
+    let install_started = std::time::Instant::now();
     helm(
         &plane,
         &namespace,
@@ -84,6 +85,8 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
             "watch=namespace",
         ],
     );
+    // A figure for the log (the closing note's install time), never an assertion.
+    eprintln!("helm install took {:?}", install_started.elapsed());
     let roles: Api<Role> = Api::namespaced(admin.clone(), &namespace);
     assert!(
         roles
@@ -117,6 +120,7 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
         .await
         .unwrap();
     let stacks: Api<AppStack> = Api::namespaced(admin.clone(), &namespace);
+    let applied = std::time::Instant::now();
     operator_fixture::create_quickstart(&admin, &namespace)
         .await
         .unwrap();
@@ -135,6 +139,11 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator_and_no_mor
         (version == "0.1.0").then_some(present)
     })
     .await;
+    eprintln!(
+        "helm install → stack deployed: {:?} (AppStack applied → deployed, migration Job finished by the test: {:?})",
+        install_started.elapsed(),
+        applied.elapsed()
+    );
 
     // What the Role does not grant is refused: a cluster-scoped read, a Secret deleted,
     // anything in another namespace.

@@ -89,8 +89,8 @@ fn ingress_policy(spec: &AppStackSpec, owner: &Owner, component: Component) -> N
 }
 
 /// The egress policy of every pod of the stack: DNS, the database, auth, and the ports of
-/// the declared external services (a NetworkPolicy cannot name hosts, so those ports to
-/// any address).
+/// the declared external services and of the trace collector (a NetworkPolicy cannot name
+/// hosts, so those ports to any address).
 fn egress_policy(spec: &AppStackSpec, owner: &Owner) -> NetworkPolicy {
     let dns = NetworkPolicyEgressRule {
         ports: Some(vec![
@@ -115,11 +115,14 @@ fn egress_policy(spec: &AppStackSpec, owner: &Owner) -> NetworkPolicy {
             to: Some(vec![pods(owner, "auth")]),
         },
     ];
+    // The trace collector too: a policy that let spans out nowhere would lose them silently.
     let external: BTreeSet<u16> = spec
         .config
         .external_services
         .values()
-        .filter_map(|service| endpoint_port(&service.endpoint))
+        .map(|service| service.endpoint.as_str())
+        .chain(spec.observability.otlp_endpoint.as_deref())
+        .filter_map(endpoint_port)
         .collect();
     if !external.is_empty() {
         rules.push(NetworkPolicyEgressRule {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::AppStack;
@@ -406,26 +407,25 @@ fn the_operator_owned_settings_are_set_and_the_url_never_written() {
     assert!(file.contains("filter = \"debug\""), "{file}");
 }
 
-/// `deploy/examples/<name>.yaml` renders to `deploy/examples/rendered/<name>.yaml`
-/// (`UPDATE_GOLDEN=1` rewrites them): a change to what the operator applies shows in review.
+fn env_of(deployment: &Deployment) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    pod.containers[0].env.clone().unwrap()
+}
+
 #[test]
 fn traced_pods_say_which_stack_and_namespace_their_spans_come_from() {
     let mut stack = quickstart();
     stack.spec.observability.otlp_endpoint = Some("http://collector:4317".into());
     let desired = steady(&stack);
     for deployment in deployments(&desired) {
-        let env = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env
-            .clone()
-            .unwrap();
+        let env = env_of(deployment);
         let value = |name: &str| {
             env.iter()
                 .find(|e| e.name == name)
@@ -445,25 +445,41 @@ fn traced_pods_say_which_stack_and_namespace_their_spans_come_from() {
             ))
         );
     }
+    // The collector's port is let out of the stack's egress policy.
+    let egress = desired
+        .children
+        .iter()
+        .find_map(|child| match child {
+            Child::NetworkPolicy(policy)
+                if policy.metadata.name.as_deref() == Some("shop-egress") =>
+            {
+                Some(policy.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let ports: Vec<_> = egress
+        .spec
+        .unwrap()
+        .egress
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .filter_map(|port| port.port)
+        .collect();
+    assert!(ports.contains(&IntOrString::Int(4317)), "{ports:?}");
     // Untraced: none of them.
-    let plain = steady(&quickstart());
-    for deployment in deployments(&plain) {
-        let env = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env
-            .clone()
-            .unwrap();
-        assert!(env.iter().all(|e| !e.name.starts_with("OTEL_")));
+    for deployment in deployments(&steady(&quickstart())) {
+        assert!(
+            env_of(deployment)
+                .iter()
+                .all(|e| !e.name.starts_with("OTEL_"))
+        );
     }
 }
 
+/// `deploy/examples/<name>.yaml` renders to `deploy/examples/rendered/<name>.yaml`
+/// (`UPDATE_GOLDEN=1` rewrites them): a change to what the operator applies shows in review.
 #[test]
 fn the_examples_render_to_their_golden_files() {
     let rendered_dir = examples_dir().join("rendered");

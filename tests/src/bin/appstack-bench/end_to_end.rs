@@ -24,7 +24,8 @@ pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     crate::measure::runtime()?.block_on(measure(seconds))
 }
 
-fn submit(n: u64) -> SubmitRequest {
+/// The ASYNC `echo` submit number `n` (its payload differs per request).
+pub(crate) fn submit(n: u64) -> SubmitRequest {
     SubmitRequest {
         kind: "echo".into(),
         payload: format!(r#"{{"n":{n}}}"#),

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use appstack_proto::main::v1::{Mode, SubmitRequest};
 use appstack_tests::otlp::OtlpReceiver;
 use appstack_tests::stack_server::StackServer;
 use opentelemetry::trace::TracerProvider as _;
@@ -26,6 +25,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::reload;
 
+use crate::end_to_end::submit;
 use crate::measure::{Latencies, Report};
 
 const CLIENTS: usize = 16;
@@ -42,16 +42,6 @@ type TraceLayer = tracing_subscriber::filter::Filtered<
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     crate::measure::runtime()?.block_on(measure(seconds))
-}
-
-fn submit(n: u64) -> SubmitRequest {
-    SubmitRequest {
-        kind: "echo".into(),
-        payload: format!(r#"{{"n":{n}}}"#),
-        idempotency_key: String::new(),
-        mode: Mode::Async as i32,
-        deadline: None,
-    }
 }
 
 /// Submits from `CLIENTS` callers for `seconds`: submits per second and their latencies.
