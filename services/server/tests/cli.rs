@@ -212,3 +212,48 @@ fn the_database_url_can_come_from_a_file() {
     let err = run(&good, Some("postgres://other@db/app"));
     assert!(err.contains("set together with DATABASE_URL"), "{err}");
 }
+
+/// Runs `appstack auth` with `env` until it exits (at most 20 s, then it is killed): its
+/// standard error, or `None` when it kept running.
+fn auth_exit_with(env: &[(&str, &str)]) -> Option<String> {
+    let mut command = appstack();
+    command
+        .arg("auth")
+        .env("DATABASE_URL", "postgres://app@127.0.0.1:1/app")
+        .env("APPSTACK_SERVER__GRPC_ADDR", "127.0.0.1:0")
+        .env("APPSTACK_SERVER__ADMIN_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success());
+            return Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn trace_exporters_and_protocols_it_does_not_speak_stop_the_start_by_name() {
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+    ] {
+        let err = auth_exit_with(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            (name, value),
+        ])
+        .unwrap_or_else(|| panic!("{name}={value} was not refused"));
+        assert!(err.contains(name) && err.contains(value), "{err}");
+    }
+}
