@@ -56,7 +56,8 @@ fn kinds(desired: &Desired) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-fn image_of(deployment: &Deployment) -> String {
+/// The Deployment's one container.
+fn container_of(deployment: &Deployment) -> &k8s_openapi::api::core::v1::Container {
     let pod = deployment
         .spec
         .as_ref()
@@ -65,7 +66,11 @@ fn image_of(deployment: &Deployment) -> String {
         .spec
         .as_ref()
         .unwrap();
-    pod.containers[0].image.clone().unwrap()
+    &pod.containers[0]
+}
+
+fn image_of(deployment: &Deployment) -> String {
+    container_of(deployment).image.clone().unwrap()
 }
 
 #[test]
@@ -408,15 +413,7 @@ fn the_operator_owned_settings_are_set_and_the_url_never_written() {
 }
 
 fn env_of(deployment: &Deployment) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
-    pod.containers[0].env.clone().unwrap()
+    container_of(deployment).env.clone().unwrap()
 }
 
 #[test]

@@ -35,15 +35,20 @@ pub(crate) fn submit(n: u64) -> SubmitRequest {
     }
 }
 
-async fn measure(seconds: Duration) -> anyhow::Result<()> {
-    let report = Report::new("end-to-end");
-    let stack = StackServer::start_with(|config| {
+/// The whole stack in this process, sized for 16 callers and a worker that keeps up.
+pub(crate) async fn start_stack() -> anyhow::Result<StackServer> {
+    StackServer::start_with(|config| {
         config.log.filter = "warn".into();
         config.database.max_connections = 32;
         config.worker.concurrency = 128;
         config.worker.claim_batch = 64;
     })
-    .await?;
+    .await
+}
+
+async fn measure(seconds: Duration) -> anyhow::Result<()> {
+    let report = Report::new("end-to-end");
+    let stack = start_stack().await?;
     let pool = sqlx::PgPool::connect(&stack.config.database.url).await?;
     let token = stack.user_token("bench@example.com").await?;
     let client = stack.requests(&token).await?;

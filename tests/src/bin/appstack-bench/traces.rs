@@ -18,14 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use appstack_tests::otlp::OtlpReceiver;
-use appstack_tests::stack_server::StackServer;
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::reload;
 
-use crate::end_to_end::submit;
+use crate::end_to_end::{start_stack, submit};
 use crate::measure::{Latencies, Report};
 
 const CLIENTS: usize = 16;
@@ -105,13 +104,7 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
         .try_init()
         .context("installing the subscriber")?;
 
-    let stack = StackServer::start_with(|config| {
-        config.log.filter = "warn".into();
-        config.database.max_connections = 32;
-        config.worker.concurrency = 128;
-        config.worker.claim_batch = 64;
-    })
-    .await?;
+    let stack = start_stack().await?;
     let token = stack.user_token("bench@example.com").await?;
     let client = stack.requests(&token).await?;
     // Warm the connections and the statement caches.
