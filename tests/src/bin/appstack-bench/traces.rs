@@ -9,7 +9,8 @@
 //! the submit latency p50/p99 of both, and `spans_per_request` (what the collector receives
 //! per request: Submit, the worker's `process`, the external call).
 //!
-//! The trace layer is switched with a reload handle over one global subscriber: the same
+//! The trace layer's filter is switched with a reload handle (OFF, then INFO as in
+//! `appstack_common::telemetry`) over one global subscriber: the same
 //! process, the same connections, the same database.
 
 use std::sync::Arc;
@@ -28,16 +29,6 @@ use crate::end_to_end::{start_stack, submit};
 use crate::measure::{Latencies, Report};
 
 const CLIENTS: usize = 16;
-
-/// The layer `appstack_common::telemetry` installs, as the reload handle swaps it in.
-type TraceLayer = tracing_subscriber::filter::Filtered<
-    tracing_opentelemetry::OpenTelemetryLayer<
-        tracing_subscriber::Registry,
-        opentelemetry_sdk::trace::SdkTracer,
-    >,
-    LevelFilter,
-    tracing_subscriber::Registry,
->;
 
 pub(crate) fn run(seconds: Duration) -> anyhow::Result<()> {
     crate::measure::runtime()?.block_on(measure(seconds))
@@ -98,9 +89,15 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
         )
         .with_batch_exporter(exporter)
         .build();
-    let (traces, switch) = reload::Layer::new(None::<TraceLayer>);
+    // Off: every callsite disabled, as in a process that exports nothing. (A reloaded
+    // filter is supported; a reloaded filtered layer is not.)
+    let (filter, switch) = reload::Layer::new(LevelFilter::OFF);
     tracing_subscriber::registry()
-        .with(traces)
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("appstack"))
+                .with_filter(filter),
+        )
         .try_init()
         .context("installing the subscriber")?;
 
@@ -112,15 +109,13 @@ async fn measure(seconds: Duration) -> anyhow::Result<()> {
 
     let (off_1, lat_off_1) = phase(&client, seconds, 1 << 40).await?;
     switch
-        .reload(Some(
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("appstack"))
-                .with_filter(LevelFilter::INFO),
-        ))
+        .reload(LevelFilter::INFO)
         .context("turning traces on")?;
     let spans_before = receiver.spans().len();
     let (on, lat_on) = phase(&client, seconds, 2 << 40).await?;
-    switch.reload(None).context("turning traces off")?;
+    switch
+        .reload(LevelFilter::OFF)
+        .context("turning traces off")?;
     provider
         .force_flush()
         .map_err(|e| anyhow::anyhow!("flushing spans: {e}"))?;
