@@ -100,6 +100,27 @@ fn find<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> Option<&'a 
         .find(|s| s.service == service && s.name == name)
 }
 
+/// The spans of `trace` once every `(service, name)` of `expected` has arrived (the
+/// exporters send in batches, each process on its own schedule).
+async fn spans_of(
+    receiver: &OtlpReceiver,
+    trace: &str,
+    expected: &[(&str, &str)],
+) -> Vec<ReceivedSpan> {
+    eventually(
+        &format!("the spans of {trace}"),
+        Duration::from_secs(30),
+        || {
+            let spans = receiver.trace(trace);
+            let complete = expected
+                .iter()
+                .all(|(service, name)| find(&spans, service, name).is_some());
+            async move { complete.then_some(spans) }
+        },
+    )
+    .await
+}
+
 /// The trace as an indented tree, for the log (and the closing note's trace shape).
 fn render_tree(spans: &[ReceivedSpan], parent: &str, depth: usize, out: &mut String) {
     for span in spans.iter().filter(|s| s.parent_span_id == parent) {
@@ -180,19 +201,17 @@ async fn one_request_is_one_trace_from_submit_through_auth_the_queue_and_the_ext
     })
     .await;
 
-    let spans = eventually("every span of the trace", Duration::from_secs(30), || {
-        let spans = receiver.trace(CALLER_TRACE);
-        let complete = [
+    let spans = spans_of(
+        &receiver,
+        CALLER_TRACE,
+        &[
             ("appstack-main", "appstack.main.v1.RequestService/Submit"),
             ("appstack-main", "appstack.auth.v1.AuthService/GetJwks"),
             ("appstack-auth", "appstack.auth.v1.AuthService/GetJwks"),
             ("appstack-worker", "process echo"),
             ("appstack-worker", "POST"),
-        ]
-        .iter()
-        .all(|(service, name)| find(&spans, service, name).is_some());
-        async move { complete.then_some(spans) }
-    })
+        ],
+    )
     .await;
     let mut tree = String::new();
     render_tree(&spans, "", 0, &mut tree);
@@ -301,17 +320,14 @@ async fn one_request_is_one_trace_from_submit_through_auth_the_queue_and_the_ext
         sync_trace, CALLER_TRACE,
         "a call without traceparent starts a trace"
     );
-    let sync_spans = eventually("the SYNC trace", Duration::from_secs(30), || {
-        let spans = receiver.trace(&sync_trace);
-        let complete = find(&spans, "appstack-main", "POST").is_some()
-            && find(
-                &spans,
-                "appstack-main",
-                "appstack.main.v1.RequestService/Submit",
-            )
-            .is_some();
-        async move { complete.then_some(spans) }
-    })
+    let sync_spans = spans_of(
+        &receiver,
+        &sync_trace,
+        &[
+            ("appstack-main", "appstack.main.v1.RequestService/Submit"),
+            ("appstack-main", "POST"),
+        ],
+    )
     .await;
     let sync_submit = find(
         &sync_spans,

@@ -60,26 +60,17 @@ impl<S> ServerSpan<S> {
         if PLUMBING_METHODS.contains(&path) {
             return Span::none();
         }
-        let span = match self.table.method(path) {
-            Some(method) => tracing::info_span!(
-                "grpc.server",
-                otel.name = %path.trim_start_matches('/'),
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.service = %method.service,
-                rpc.method = %method.method,
-                rpc.grpc.status_code = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-            ),
-            None => tracing::info_span!(
-                "grpc.server",
-                otel.name = "unknown",
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.grpc.status_code = tracing::field::Empty,
-                otel.status_code = tracing::field::Empty,
-            ),
-        };
+        let method = self.table.method(path);
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = method.map_or("unknown", |_| path.trim_start_matches('/')),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = method.map(|m| m.service.as_str()),
+            rpc.method = method.map(|m| m.method.as_str()),
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         appstack_trace::set_parent_from_headers(&span, request.headers());
         span
     }

@@ -86,11 +86,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether traces are being exported.
-    pub fn exports_traces(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and stops the trace exporter (bounded by a few seconds). On a blocking
     /// thread: the SDK's batch thread needs this runtime to send its last batch.
     pub async fn shutdown(self) {
@@ -112,8 +107,7 @@ impl Telemetry {
 ///
 /// When the filter does not parse.
 pub fn init_logging(config: &LogConfig) -> Result<(), TelemetryError> {
-    log_filter(config)?;
-    install(config, None);
+    install(config, log_filter(config)?, None);
     Ok(())
 }
 
@@ -127,13 +121,13 @@ pub fn init_logging(config: &LogConfig) -> Result<(), TelemetryError> {
 ///
 /// When the filter does not parse or the OTLP settings are unusable.
 pub fn init(config: &LogConfig, service_name: &str) -> Result<Telemetry, TelemetryError> {
-    log_filter(config)?;
+    let filter = log_filter(config)?;
     let provider = if traces_wanted(|name| std::env::var(name).ok())? {
         Some(tracer_provider(service_name)?)
     } else {
         None
     };
-    if install(config, provider.as_ref()) {
+    if install(config, filter, provider.as_ref()) {
         Ok(Telemetry { provider })
     } else {
         // Another subscriber was there first: this provider would never see a span.
@@ -171,11 +165,8 @@ fn tracer_provider(service_name: &str) -> Result<SdkTracerProvider, TelemetryErr
         .build())
 }
 
-/// Installs the subscriber; false when one was installed already.
-fn install(config: &LogConfig, provider: Option<&SdkTracerProvider>) -> bool {
-    let Ok(filter) = log_filter(config) else {
-        return false;
-    };
+/// Installs the subscriber, logs through `filter`; false when one was installed already.
+fn install(config: &LogConfig, filter: EnvFilter, provider: Option<&SdkTracerProvider>) -> bool {
     let traces = provider.map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("appstack"))

@@ -159,13 +159,12 @@ impl Transport {
     }
 
     /// The endpoint's host and port, for the span (`server.address`).
-    pub(crate) fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> &str {
         match self {
             Transport::Http { endpoint, .. } => endpoint
                 .authority()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            Transport::Grpc { authority, .. } => authority.clone(),
+                .map_or("", http::uri::Authority::as_str),
+            Transport::Grpc { authority, .. } => authority,
         }
     }
 }
@@ -177,7 +176,7 @@ async fn http_call(
     out: Outgoing<'_>,
 ) -> Result<Reply, CallError> {
     let key = out.request_id.to_string();
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(endpoint.clone())
         .header(header::CONTENT_TYPE, "application/json")
@@ -191,7 +190,6 @@ async fn http_call(
         )
         .body(Full::new(Bytes::copy_from_slice(out.payload.as_bytes())))
         .map_err(|e| CallError::Transport(e.to_string()))?;
-    let mut request = request;
     appstack_trace::inject_headers(&tracing::Span::current(), request.headers_mut());
     let response = client
         .request(request)

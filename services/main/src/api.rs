@@ -137,8 +137,11 @@ impl RequestApi {
                 per_second: over.per_second,
                 retry_after: over.retry_after,
             })?;
-        // The job carries this call's span: the worker's execution continues its trace.
-        let trace = appstack_trace::TraceCarrier::of(&tracing::Span::current());
+        // An ASYNC job carries this call's span: the worker's execution continues its
+        // trace. A SYNC request executes inside this span and stores none.
+        let trace = (checked.mode == Mode::Async)
+            .then(|| appstack_trace::TraceCarrier::of(&tracing::Span::current()))
+            .flatten();
         let new = NewRequest {
             owner: &caller.subject,
             kind: &checked.kind,

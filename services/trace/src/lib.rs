@@ -52,11 +52,7 @@ impl TraceCarrier {
     /// Makes the context this carrier holds the parent of `span`. A malformed carrier (a
     /// row written by hand) is ignored: the span starts a trace of its own.
     pub fn set_parent_of(&self, span: &Span) {
-        let context = PROPAGATOR.extract(self);
-        if context.span().span_context().is_valid() {
-            // Fails only when the span has no OpenTelemetry layer or has started already.
-            let _ = span.set_parent(context);
-        }
+        adopt(span, PROPAGATOR.extract(self));
     }
 }
 
@@ -88,8 +84,14 @@ impl Extractor for TraceCarrier {
 /// malformed `traceparent` (anyone can send one) leaves `span` the root of a new trace;
 /// the propagator accepts only the W3C format, so hostile values never reach a span.
 pub fn set_parent_from_headers(span: &Span, headers: &http::HeaderMap) {
-    let context = PROPAGATOR.extract(&HeaderReader(headers));
+    adopt(span, PROPAGATOR.extract(&HeaderReader(headers)));
+}
+
+/// Makes `context` the parent of `span` when it names a span; an empty or invalid one
+/// leaves `span` the root of a new trace.
+fn adopt(span: &Span, context: opentelemetry::Context) {
     if context.span().span_context().is_valid() {
+        // Fails only when the span has no OpenTelemetry layer or has started already.
         let _ = span.set_parent(context);
     }
 }
@@ -105,16 +107,6 @@ pub fn inject_metadata(span: &Span, metadata: &mut tonic::metadata::MetadataMap)
     let mut headers = std::mem::take(metadata).into_headers();
     inject_headers(span, &mut headers);
     *metadata = tonic::metadata::MetadataMap::from_headers(headers);
-}
-
-/// The trace id of `span` in hex, for log lines and error details; `None` without a valid
-/// context.
-pub fn trace_id(span: &Span) -> Option<String> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
 }
 
 /// The longest prefix of whole `tracestate` list members that fits in `limit` bytes.
@@ -169,6 +161,15 @@ mod tests {
     use tracing_subscriber::prelude::*;
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// The trace id of `span` in hex; `None` without a valid context.
+    fn trace_id(span: &Span) -> Option<String> {
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        span_context
+            .is_valid()
+            .then(|| span_context.trace_id().to_string())
+    }
 
     /// A subscriber with the OpenTelemetry layer over an SDK provider that keeps nothing:
     /// spans get real identities, as in a process that exports.
