@@ -15,11 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
     let descriptor_path = out_dir.join("appstack_descriptor.bin");
 
-    let descriptors = protox::compile(PROTOS, ["."])?;
-    std::fs::write(
-        &descriptor_path,
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    // Encoded by protox itself: a prost_types round trip would drop the extension options
+    // (`google.api.http`) that the front door and the OpenAPI document are built from.
+    let descriptors = protox::Compiler::new(["."])?
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(PROTOS)?
+        .encode_file_descriptor_set();
+    std::fs::write(&descriptor_path, descriptors)?;
 
     tonic_prost_build::configure()
         .skip_protoc_run()
