@@ -40,6 +40,49 @@ const PLUMBING_SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// A boxed gRPC server stack: what a [`Door`] wraps and calls.
+pub type BoxedGrpc = tower::util::BoxCloneService<
+    Request<Body>,
+    Response<Body>,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
+
+/// Something in front of the gRPC stack on the same port: it sees every request first
+/// (HTTP/1.1 too) and may answer it itself or pass it, or a request it made, to the stack.
+/// main's front door (HTTP/JSON, gRPC-Web, the console) is one.
+pub trait Door: Send + Sync + 'static {
+    /// The service answering the port, given the whole gRPC stack.
+    fn wrap(&self, grpc: BoxedGrpc) -> BoxedGrpc;
+}
+
+/// Puts a [`Door`], when there is one, in front of the layers inside it.
+#[derive(Clone)]
+struct DoorLayer(Option<Arc<dyn Door>>);
+
+impl<S, ResBody> Layer<S> for DoorLayer
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Service = BoxedGrpc;
+
+    fn layer(&self, inner: S) -> BoxedGrpc {
+        use tower::ServiceExt as _;
+        let grpc = BoxedGrpc::new(
+            inner
+                .map_response(|response: Response<ResBody>| response.map(Body::new))
+                .map_err(Into::into),
+        );
+        match &self.0 {
+            Some(door) => door.wrap(grpc),
+            None => grpc,
+        }
+    }
+}
+
 /// The gRPC server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcServeError {
@@ -111,6 +154,11 @@ impl GrpcServices {
         MethodTable::new(&sets, &self.served())
     }
 
+    /// The registered services, by full name (the plumbing not included).
+    pub fn service_names(&self) -> &[&'static str] {
+        &self.names
+    }
+
     /// The registered services and the plumbing, by full name.
     fn served(&self) -> Vec<&'static str> {
         let mut served = self.names.clone();
@@ -127,7 +175,7 @@ impl Default for GrpcServices {
 
 /// Serves `services` on `listener` until `shutdown` is cancelled.
 ///
-/// Layers, outermost first: the call's span (continuing the caller's trace), RED `metrics` (labelled only with served methods), the oversize
+/// Layers, outermost first: the `door` when given (which also turns HTTP/1.1 on), the call's span (continuing the caller's trace), RED `metrics` (labelled only with served methods), the oversize
 /// remap, the metadata limit, the request check (UNIMPLEMENTED for methods not served,
 /// INVALID_ARGUMENT for invalid text), run-to-completion (handlers finish even when the
 /// caller goes away), then the caller's `layer` (authentication).
@@ -140,6 +188,7 @@ pub async fn serve<L, ResBody>(
     services: GrpcServices,
     metrics: &GrpcMetrics,
     layer: L,
+    door: Option<Arc<dyn Door>>,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcServeError>
 where
@@ -190,6 +239,8 @@ where
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_max_header_list_size(Some(HTTP2_HEADER_LIST_LIMIT))
+        .accept_http1(door.is_some())
+        .layer(DoorLayer(door))
         .layer(ServerSpanLayer::new(table.clone()))
         .layer(metrics.layer(table.clone()))
         .layer(crate::oversize::OversizeAsResourceExhausted)

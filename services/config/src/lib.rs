@@ -23,6 +23,7 @@
 //! | `queue` | [`QueueConfig`] |
 //! | `worker` | [`WorkerConfig`] |
 //! | `requests` | [`RequestsConfig`] ([`RateLimitConfig`]) |
+//! | `frontDoor` | [`FrontDoorConfig`] ([`Cidr`]) |
 //!
 //! ```
 //! use appstack_config::{StackConfig, Validate};
@@ -44,6 +45,7 @@ pub mod resilience;
 
 mod auth;
 mod database;
+mod front_door;
 mod log;
 mod queue;
 mod requests;
@@ -55,6 +57,7 @@ mod validate;
 
 pub use auth::{AuthConfig, LockoutConfig, PasswordConfig};
 pub use database::{DatabaseConfig, redact_url};
+pub use front_door::{Cidr, FrontDoorConfig};
 pub use log::{LogConfig, LogFormat};
 pub use queue::{QueueConfig, WorkerConfig};
 pub use requests::{DEFAULT_RATE_KEY, RateLimitConfig, RequestsConfig};

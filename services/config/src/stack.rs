@@ -9,7 +9,7 @@ use crate::duration::format as show;
 use crate::rules::{NAME_PATTERN, is_name};
 use crate::{
     AuthConfig, DatabaseConfig, ExternalServiceConfig, LogConfig, Problems, QueueConfig,
-    RequestsConfig, RouteConfig, ServerConfig, Validate, WorkerConfig,
+    FrontDoorConfig, RequestsConfig, RouteConfig, ServerConfig, Validate, WorkerConfig,
 };
 
 /// The most external services a stack declares (a bound the CRD's CEL rules need).
@@ -52,6 +52,8 @@ pub struct StackConfig {
     pub worker: WorkerConfig,
     /// Limits of the request API.
     pub requests: RequestsConfig,
+    /// main's HTTP/JSON API, gRPC-Web and console.
+    pub front_door: FrontDoorConfig,
 }
 
 impl Validate for StackConfig {
@@ -60,6 +62,7 @@ impl Validate for StackConfig {
         p.field("database", |p| self.database.check(p));
         p.field("log", |p| self.log.check(p));
         p.field("auth", |p| self.auth.check(p));
+        p.field("frontDoor", |p| self.front_door.check(p));
         p.field("externalServices", |p| {
             if self.external_services.len() > MAX_EXTERNAL_SERVICES {
                 p.here(format_args!(

@@ -8,6 +8,12 @@
 
 pub mod frame;
 pub mod http_error;
+pub mod openapi;
 pub mod routes;
 pub mod template;
 pub mod transcode;
+pub mod client_address;
+pub mod door;
+pub mod sse;
+
+pub use door::{FrontDoor, FrontDoorParts, Pages, Peer};

@@ -8,6 +8,7 @@
 
 pub mod auth_service;
 pub mod dev;
+pub mod front_door;
 pub mod migrate;
 pub mod request_services;
 pub mod runner;

@@ -46,6 +46,8 @@ enum Command {
         #[arg(long)]
         kid: Option<String>,
     },
+    /// Print the OpenAPI 3 document of the HTTP/JSON API (what `proto/openapi.json` holds).
+    Openapi,
     /// Create the first admin, or give an existing user the admin role. The password is
     /// read from APPSTACK_ADMIN_PASSWORD, else from the first line of standard input.
     BootstrapAdmin {
@@ -249,6 +251,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             shutdown::on_signal().cancelled().await;
             simulator.stop(std::time::Duration::from_secs(5)).await;
+            Ok(())
+        }
+        Command::Openapi => {
+            let document = appstack_server::front_door::published_document()?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
         Command::Keygen { keys_dir, kid } => {

@@ -88,7 +88,9 @@ async fn build(ctx: Context, main: bool, worker: bool) -> anyhow::Result<Parts> 
             &config,
             ctx.shutdown.clone(),
         );
-        parts = parts.grpc_service(api.server(config.server.max_message_bytes));
+        parts = parts
+            .grpc_service(api.server(config.server.max_message_bytes))
+            .front_door();
     }
     if worker {
         let mut built = None;

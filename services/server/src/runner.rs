@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use appstack_common::admin::{self, ReadinessCheck};
 use appstack_common::db::{self, DatabaseReady};
-use appstack_common::grpc::{self, GrpcServices, PLUMBING_METHODS};
+use appstack_common::grpc::{self, Door, GrpcServices, PLUMBING_METHODS};
 use appstack_common::methods::MethodTable;
 use appstack_common::metrics::{GrpcMetrics, MetricsRegistry};
 use appstack_config::StackConfig;
@@ -110,6 +110,7 @@ pub struct Parts {
     admin: Vec<axum::Router>,
     tasks: Vec<(&'static str, BoxFuture<'static, anyhow::Result<()>>)>,
     verifier: Option<Arc<Verifier>>,
+    front_door: bool,
 }
 
 impl Parts {
@@ -172,7 +173,15 @@ impl Parts {
         self
     }
 
+    /// Puts the front door (HTTP/JSON, gRPC-Web, the console) on the gRPC port, when
+    /// `frontDoor.enabled`.
+    pub fn front_door(mut self) -> Self {
+        self.front_door = true;
+        self
+    }
+
     fn merge(&mut self, other: Parts) {
+        self.front_door |= other.front_door;
         self.grpc.extend(other.grpc);
         self.public_methods.extend(other.public_methods);
         self.readiness.extend(other.readiness);
@@ -283,6 +292,7 @@ pub async fn run(
         admin: admin_routes,
         tasks,
         verifier,
+        front_door,
     } = parts;
     let verifier = verifier.context("no service of this process verifies tokens")?;
 
@@ -292,6 +302,15 @@ pub async fn run(
         .reflect(appstack_proto::FILE_DESCRIPTOR_SET);
     public_methods.extend_from_slice(PLUMBING_METHODS);
     check_public_methods(&services.methods(), &public_methods)?;
+    let door: Option<Arc<dyn Door>> = if front_door && config.front_door.enabled {
+        Some(Arc::new(crate::front_door::build(
+            &config,
+            services.service_names(),
+            &public_methods,
+        )?))
+    } else {
+        None
+    };
     let auth_layer = public_methods
         .iter()
         .fold(AuthLayer::new(verifier), |layer, path| {
@@ -323,6 +342,7 @@ pub async fn run(
         services,
         &grpc_metrics,
         auth_layer,
+        door,
         shutdown.clone(),
     );
     tokio::pin!(served);
