@@ -6,6 +6,7 @@ pub mod auth_server;
 pub mod clients;
 pub mod control_plane;
 pub mod helm;
+pub mod http_json;
 pub mod operator_fixture;
 pub mod otlp;
 pub mod pg;

@@ -89,11 +89,15 @@ impl Cidr {
         };
         match (self.network, address) {
             (IpAddr::V4(net), IpAddr::V4(addr)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(addr) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(addr)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(addr) & mask
             }
             _ => false,
@@ -162,8 +166,19 @@ mod tests {
         assert!(!private.contains("11.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"))));
         let one = Cidr::parse("::1").unwrap_or_else(|| panic!("parse"));
         assert!(one.contains("::1".parse().unwrap_or_else(|e| panic!("{e}"))));
-        assert!(Cidr::parse("0.0.0.0/0").is_some_and(|all| all.contains("8.8.8.8".parse().unwrap_or_else(|e| panic!("{e}")))));
-        for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "x", "::/129", "1.2.3.4/+1"] {
+        assert!(
+            Cidr::parse("0.0.0.0/0").is_some_and(
+                |all| all.contains("8.8.8.8".parse().unwrap_or_else(|e| panic!("{e}")))
+            )
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "x",
+            "::/129",
+            "1.2.3.4/+1",
+        ] {
             assert!(Cidr::parse(bad).is_none(), "{bad}");
         }
     }
@@ -171,7 +186,10 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let config = FrontDoorConfig {
-            cors_allowed_origins: vec!["https://ok.example".into(), "https://x.example/path".into()],
+            cors_allowed_origins: vec![
+                "https://ok.example".into(),
+                "https://x.example/path".into(),
+            ],
             trusted_proxies: vec!["10.0.0.0/8".into(), "nope".into()],
             worker_endpoint: "worker:8443".into(),
             ..FrontDoorConfig::default()

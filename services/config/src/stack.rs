@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::duration::format as show;
 use crate::rules::{NAME_PATTERN, is_name};
 use crate::{
-    AuthConfig, DatabaseConfig, ExternalServiceConfig, LogConfig, Problems, QueueConfig,
-    FrontDoorConfig, RequestsConfig, RouteConfig, ServerConfig, Validate, WorkerConfig,
+    AuthConfig, DatabaseConfig, ExternalServiceConfig, FrontDoorConfig, LogConfig, Problems,
+    QueueConfig, RequestsConfig, RouteConfig, ServerConfig, Validate, WorkerConfig,
 };
 
 /// The most external services a stack declares (a bound the CRD's CEL rules need).

@@ -117,14 +117,25 @@ mod tests {
     #[test]
     fn forwarded_for_is_believed_only_from_proxies() {
         let none = ClientAddress::default();
-        assert_eq!(none.of(Some(ip("203.0.113.9")), &forwarded("1.1.1.1")), Some(ip("203.0.113.9")));
-        let proxies = ClientAddress::new(vec![Cidr::parse("10.0.0.0/8").unwrap_or_else(|| panic!("cidr"))]);
         assert_eq!(
-            proxies.of(Some(ip("10.0.0.5")), &forwarded("6.6.6.6, 198.51.100.7, 10.1.1.1")),
+            none.of(Some(ip("203.0.113.9")), &forwarded("1.1.1.1")),
+            Some(ip("203.0.113.9"))
+        );
+        let proxies = ClientAddress::new(vec![
+            Cidr::parse("10.0.0.0/8").unwrap_or_else(|| panic!("cidr")),
+        ]);
+        assert_eq!(
+            proxies.of(
+                Some(ip("10.0.0.5")),
+                &forwarded("6.6.6.6, 198.51.100.7, 10.1.1.1")
+            ),
             Some(ip("198.51.100.7")),
             "the right-most address that is not a proxy; what the client wrote is ignored"
         );
-        assert_eq!(proxies.of(Some(ip("10.0.0.5")), &HeaderMap::new()), Some(ip("10.0.0.5")));
+        assert_eq!(
+            proxies.of(Some(ip("10.0.0.5")), &HeaderMap::new()),
+            Some(ip("10.0.0.5"))
+        );
         assert_eq!(
             proxies.of(Some(ip("10.0.0.5")), &forwarded("garbage, 10.2.2.2")),
             Some(ip("10.2.2.2")),
@@ -135,11 +146,20 @@ mod tests {
 
     #[test]
     fn each_address_has_its_own_bucket() {
-        let limit = AddressLimit::new(&RateLimitConfig { per_second: 1, burst: 2 });
+        let limit = AddressLimit::new(&RateLimitConfig {
+            per_second: 1,
+            burst: 2,
+        });
         assert!(limit.take(ip("192.0.2.1")).is_ok());
         assert!(limit.take(ip("192.0.2.1")).is_ok());
         let wait = limit.take(ip("192.0.2.1")).err();
-        assert!(wait.is_some_and(|w| w <= Duration::from_secs(1)), "{wait:?}");
-        assert!(limit.take(ip("192.0.2.2")).is_ok(), "another address is not affected");
+        assert!(
+            wait.is_some_and(|w| w <= Duration::from_secs(1)),
+            "{wait:?}"
+        );
+        assert!(
+            limit.take(ip("192.0.2.2")).is_ok(),
+            "another address is not affected"
+        );
     }
 }

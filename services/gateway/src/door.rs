@@ -127,7 +127,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         tower_http::cors::CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -295,7 +301,11 @@ impl DoorService {
         }
         let path = request.uri().path();
         if path == "/openapi.json" && matches!(*request.method(), Method::GET | Method::HEAD) {
-            return json_response(StatusCode::OK, self.shared.openapi.clone(), "public, max-age=300");
+            return json_response(
+                StatusCode::OK,
+                self.shared.openapi.clone(),
+                "public, max-age=300",
+            );
         }
         let resolved = self.shared.routes.resolve(request.method(), path);
         match resolved {
@@ -340,7 +350,9 @@ impl DoorService {
         {
             return plain_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &Status::invalid_argument("request bodies are JSON: Content-Type: application/json"),
+                &Status::invalid_argument(
+                    "request bodies are JSON: Content-Type: application/json",
+                ),
             );
         }
         let limit = self.shared.config.max_body_bytes;
@@ -353,7 +365,9 @@ impl DoorService {
                 );
             }
             Err(error) => {
-                return error_response(&Status::cancelled(format!("reading the request body: {error}")));
+                return error_response(&Status::cancelled(format!(
+                    "reading the request body: {error}"
+                )));
             }
         };
         let message = match transcode::request_message(&route, &bound, parts.uri.query(), &body) {
@@ -366,7 +380,12 @@ impl DoorService {
         };
         let response = match self.backend(&route.grpc_path).oneshot(grpc).await {
             Ok(response) => response,
-            Err(error) => return error_response(&Status::unavailable(format!("calling {}: {error}", route.grpc_path))),
+            Err(error) => {
+                return error_response(&Status::unavailable(format!(
+                    "calling {}: {error}",
+                    route.grpc_path
+                )));
+            }
         };
         if route.streams() {
             sse::events(response, route.output(), self.shared.max_message_bytes)
@@ -412,7 +431,11 @@ async fn unary_response(response: Response<Body>, route: &Route, limit: usize) -
     }
     let collected = match Limited::new(body, limit.saturating_add(5)).collect().await {
         Ok(collected) => collected,
-        Err(error) => return error_response(&Status::unavailable(format!("reading the gRPC answer: {error}"))),
+        Err(error) => {
+            return error_response(&Status::unavailable(format!(
+                "reading the gRPC answer: {error}"
+            )));
+        }
     };
     let status = collected
         .trailers()
@@ -426,7 +449,9 @@ async fn unary_response(response: Response<Body>, route: &Route, limit: usize) -
     let message = match (reader.next_message(), reader.finish()) {
         (Ok(Some(message)), _) => message,
         (Err(error), _) => return error_response(&Status::internal(error.to_string())),
-        (Ok(None), _) => return error_response(&Status::internal("the gRPC answer had no message")),
+        (Ok(None), _) => {
+            return error_response(&Status::internal("the gRPC answer had no message"));
+        }
     };
     match transcode::response_json(&route.output(), &message) {
         Ok(json) => json_response(StatusCode::OK, Bytes::from(json), "no-store"),
@@ -442,7 +467,11 @@ fn route_miss(miss: RouteMiss, method: &Method, path: &str) -> Response<Body> {
             &Status::not_found(format!("no route {method} {path}; see /openapi.json")),
         ),
         RouteMiss::MethodNotAllowed(allowed) => {
-            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut response = plain_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &Status::unimplemented(format!("{path} answers {allow}, not {method}")),
@@ -482,8 +511,14 @@ fn json_response(status: StatusCode, body: Bytes, cache: &'static str) -> Respon
     let mut response = Response::new(Body::new(Full::new(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }

@@ -6,14 +6,14 @@
 //! metrics, spans), or to the peer that serves it. So the handlers, codes and limits are the
 //! same by construction, not by a second implementation.
 
+pub mod client_address;
+pub mod door;
 pub mod frame;
 pub mod http_error;
 pub mod openapi;
 pub mod routes;
+pub mod sse;
 pub mod template;
 pub mod transcode;
-pub mod client_address;
-pub mod door;
-pub mod sse;
 
 pub use door::{FrontDoor, FrontDoorParts, Pages, Peer};

@@ -79,7 +79,10 @@ fn operation(route: &Route, public: bool, pending: &mut Vec<MessageDescriptor>) 
         }
     }
     let mut operation = Map::new();
-    operation.insert("operationId".into(), json!(format!("{}_{}", service.name(), method.name())));
+    operation.insert(
+        "operationId".into(),
+        json!(format!("{}_{}", service.name(), method.name())),
+    );
     operation.insert("tags".into(), json!([service.name()]));
     operation.insert("summary".into(), json!(summary));
     operation.insert("description".into(), json!(description));
@@ -184,9 +187,7 @@ fn with_description(schema: Value, text: &str) -> Value {
 fn field_schema(field: &FieldDescriptor, pending: &mut Vec<MessageDescriptor>) -> Value {
     if field.is_map() {
         let value = match field.kind() {
-            Kind::Message(entry) => entry
-                .map_entry_value_field()
-                .kind(),
+            Kind::Message(entry) => entry.map_entry_value_field().kind(),
             other => other,
         };
         return json!({ "type": "object", "additionalProperties": kind_schema(&value, pending) });
@@ -204,7 +205,9 @@ fn kind_schema(kind: &Kind, pending: &mut Vec<MessageDescriptor>) -> Value {
         Kind::String => json!({ "type": "string" }),
         Kind::Bytes => json!({ "type": "string", "format": "byte" }),
         Kind::Bool => json!({ "type": "boolean" }),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({ "type": "integer", "format": "int32" }),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({ "type": "integer", "format": "int32" })
+        }
         Kind::Uint32 | Kind::Fixed32 => {
             json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX })
         }
@@ -220,7 +223,9 @@ fn kind_schema(kind: &Kind, pending: &mut Vec<MessageDescriptor>) -> Value {
             "enum": descriptor.values().map(|v| v.name().to_owned()).collect::<Vec<_>>(),
         }),
         Kind::Message(message) => match message.full_name() {
-            "google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time", "nullable": true }),
+            "google.protobuf.Timestamp" => {
+                json!({ "type": "string", "format": "date-time", "nullable": true })
+            }
             "google.protobuf.Duration" => {
                 json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$", "nullable": true })
             }
@@ -241,7 +246,11 @@ fn schema_name(message: &MessageDescriptor) -> String {
 }
 
 fn field_description(field: &FieldDescriptor) -> String {
-    summary_and_description(&comments(field.parent_file().file_descriptor_proto(), field.path())).1
+    summary_and_description(&comments(
+        field.parent_file().file_descriptor_proto(),
+        field.path(),
+    ))
+    .1
 }
 
 /// The leading comment at `path` in `file`.

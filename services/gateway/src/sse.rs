@@ -44,9 +44,15 @@ pub fn events(response: Response<Body>, output: MessageDescriptor, limit: usize)
     let mut answer = Response::new(Body::new(StreamBody::new(frames)));
     *answer.status_mut() = StatusCode::OK;
     let headers = answer.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     // Tells nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     answer
@@ -71,7 +77,10 @@ impl Stream {
             }
             match tokio::time::timeout(KEEPALIVE, self.body.frame()).await {
                 Err(_quiet) => {
-                    return Some((Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))), self));
+                    return Some((
+                        Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))),
+                        self,
+                    ));
                 }
                 Ok(None) => self.close(&Status::unknown("the stream ended without a status")),
                 Ok(Some(Err(error))) => {
@@ -86,7 +95,9 @@ impl Stream {
                         let status = frame
                             .trailers_ref()
                             .and_then(Status::from_header_map)
-                            .unwrap_or_else(|| Status::unknown("the stream ended without a status"));
+                            .unwrap_or_else(|| {
+                                Status::unknown("the stream ended without a status")
+                            });
                         self.close(&status);
                     }
                 },
@@ -108,7 +119,11 @@ impl Stream {
     }
 
     fn close(&mut self, status: &Status) {
-        let name = if status.code() == tonic::Code::Ok { "end" } else { "error" };
+        let name = if status.code() == tonic::Code::Ok {
+            "end"
+        } else {
+            "error"
+        };
         let json = serde_json::to_vec(&http_error::status_json(status)).unwrap_or_default();
         self.pending.push_back(event(name, &json));
         self.finished = true;

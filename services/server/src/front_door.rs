@@ -28,7 +28,10 @@ pub const PUBLISHED: [&str; 3] = ["appstack.main.v1.RequestService", AUTH, WORKE
 pub fn published_document() -> anyhow::Result<serde_json::Value> {
     let table = RouteTable::new(appstack_proto::FILE_DESCRIPTOR_SET, &PUBLISHED)
         .context("reading the contract's HTTP rules")?;
-    Ok(openapi::document(&table, &public_set(appstack_auth::ANONYMOUS_PATHS)))
+    Ok(openapi::document(
+        &table,
+        &public_set(appstack_auth::ANONYMOUS_PATHS),
+    ))
 }
 
 fn public_set(paths: &[&str]) -> BTreeSet<String> {
@@ -48,11 +51,17 @@ pub fn build(
 ) -> anyhow::Result<FrontDoor> {
     let mut remote: HashMap<String, Peer> = HashMap::new();
     if !served.contains(&AUTH) {
-        remote.insert(AUTH.to_owned(), peer(&config.auth.endpoint, "auth.endpoint")?);
+        remote.insert(
+            AUTH.to_owned(),
+            peer(&config.auth.endpoint, "auth.endpoint")?,
+        );
     }
     let worker = &config.front_door.worker_endpoint;
     if !served.contains(&WORKER_ADMIN) && !worker.is_empty() {
-        remote.insert(WORKER_ADMIN.to_owned(), peer(worker, "frontDoor.workerEndpoint")?);
+        remote.insert(
+            WORKER_ADMIN.to_owned(),
+            peer(worker, "frontDoor.workerEndpoint")?,
+        );
     }
     let routed: Vec<&str> = PUBLISHED
         .into_iter()
@@ -62,7 +71,11 @@ pub fn build(
         .context("reading the contract's HTTP rules")?;
     // The auth service's open rpcs are open here too, wherever auth runs.
     let mut public: HashSet<String> = public_methods.iter().map(|p| (*p).to_owned()).collect();
-    public.extend(appstack_auth::ANONYMOUS_PATHS.iter().map(|p| (*p).to_owned()));
+    public.extend(
+        appstack_auth::ANONYMOUS_PATHS
+            .iter()
+            .map(|p| (*p).to_owned()),
+    );
     let document = openapi::document(&routes, &public.iter().cloned().collect());
     let openapi = serde_json::to_vec_pretty(&document).context("writing the OpenAPI document")?;
     Ok(FrontDoor::new(FrontDoorParts {
