@@ -47,6 +47,17 @@ pub(crate) struct ExternalService {
     pub(crate) pipeline: Pipeline<ExternalClassifier>,
 }
 
+/// One external service's breaker, as [`Executor::service_health`] reports it.
+#[derive(Debug, Clone)]
+pub struct ServiceHealth {
+    /// The service's name.
+    pub name: String,
+    /// Its breaker's state and window.
+    pub breaker: appstack_resilience::breaker::Snapshot,
+    /// The kinds routed to it, sorted.
+    pub kinds: Vec<String>,
+}
+
 /// Where requests of one kind go.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -241,6 +252,30 @@ impl Executor {
             .filter(|(_, route)| down.contains(&route.service.name.as_str()))
             .map(|(kind, _)| kind.clone())
             .collect()
+    }
+
+    /// Every external service's breaker now and the kinds routed to it, by name.
+    pub fn service_health(&self) -> Vec<ServiceHealth> {
+        let mut health: Vec<ServiceHealth> = self
+            .services
+            .iter()
+            .map(|service| {
+                let mut kinds: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|(_, route)| route.service.name == service.name)
+                    .map(|(kind, _)| kind.clone())
+                    .collect();
+                kinds.sort();
+                ServiceHealth {
+                    name: service.name.clone(),
+                    breaker: service.pipeline.breaker().snapshot(),
+                    kinds,
+                }
+            })
+            .collect();
+        health.sort_by(|a, b| a.name.cmp(&b.name));
+        health
     }
 
     /// The metrics.

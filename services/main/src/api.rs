@@ -401,4 +401,14 @@ impl RequestService for RequestApi {
             .map(|stream| Box::pin(stream) as WatchStream);
         self.answer(result).await
     }
+
+    async fn list_kinds(
+        &self,
+        request: Request<pb::ListKindsRequest>,
+    ) -> Result<Response<pb::ListKindsResponse>, Status> {
+        require_identity(&request)?;
+        let mut kinds = self.inner.executor.kinds();
+        kinds.sort();
+        Ok(Response::new(pb::ListKindsResponse { kinds }))
+    }
 }

@@ -110,7 +110,7 @@ async fn build(ctx: Context, main: bool, worker: bool) -> anyhow::Result<Parts> 
         let shutdown = ctx.shutdown.clone();
         parts = parts
             .grpc_service(
-                WorkerAdminServer::new(WorkerAdminApi::new(queue, notifier))
+                WorkerAdminServer::new(WorkerAdminApi::new(queue, notifier, executor.clone()))
                     .max_decoding_message_size(config.server.max_message_bytes),
             )
             .task("worker", async move {

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use appstack_common::db_failure::DbHealth;
+use appstack_executor::Executor;
+use appstack_resilience::breaker::State;
 use appstack_proto::worker::v1 as pb;
 use appstack_proto::worker::v1::worker_admin_server::WorkerAdmin;
 use appstack_queue::page_token;
@@ -22,16 +24,18 @@ pub struct WorkerAdminApi {
     queue: Queue,
     notifier: Notifier,
     db: DbHealth,
+    executor: Executor,
 }
 
 impl WorkerAdminApi {
-    /// The service.
-    pub fn new(queue: Queue, notifier: Notifier) -> Self {
+    /// The service; `executor` is the worker's, whose breakers it reports.
+    pub fn new(queue: Queue, notifier: Notifier, executor: Executor) -> Self {
         let db = DbHealth::new(queue.pool().clone());
         Self {
             queue,
             notifier,
             db,
+            executor,
         }
     }
 
@@ -158,11 +162,43 @@ impl WorkerAdmin for WorkerAdminApi {
             skipped,
         }))
     }
+
+    async fn list_external_services(
+        &self,
+        request: Request<pb::ListExternalServicesRequest>,
+    ) -> Result<Response<pb::ListExternalServicesResponse>, Status> {
+        require_role(&request, ADMIN_ROLE)?;
+        let services = self
+            .executor
+            .service_health()
+            .into_iter()
+            .map(|health| pb::ExternalService {
+                name: health.name,
+                breaker_state: breaker_state_name(health.breaker.state).into(),
+                calls: health.breaker.calls,
+                failure_rate: health.breaker.failure_rate,
+                slow_call_rate: health.breaker.slow_call_rate,
+                kinds: health.kinds,
+            })
+            .collect();
+        Ok(Response::new(pb::ListExternalServicesResponse { services }))
+    }
 }
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
         nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A breaker state as the contract names it.
+fn breaker_state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+        State::ForcedOpen => "forced_open",
+        State::Disabled => "disabled",
     }
 }
