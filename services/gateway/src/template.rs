@@ -100,8 +100,14 @@ impl PathTemplate {
         };
         let mut parts = rest.split('/');
         let mut bound = Vec::new();
-        for segment in &self.segments {
+        let last = self.segments.len().saturating_sub(1);
+        for (index, segment) in self.segments.iter().enumerate() {
             let part = parts.next()?;
+            // A raw `:` in the last segment starts a verb (`{id}:cancel`); a value holding one
+            // comes percent-encoded, so `/x/{id}` never answers for `/x/{id}:verb`.
+            if index == last && self.verb.is_none() && part.contains(':') {
+                return None;
+            }
             match segment {
                 Segment::Literal(literal) if literal == part => {}
                 Segment::Literal(_) => return None,
@@ -181,8 +187,13 @@ mod tests {
         let plain = template("/v1/requests/{id}");
         assert_eq!(
             plain.matches("/v1/requests/abc:cancel"),
+            None,
+            "a raw colon in the last segment is a verb, which this template has not"
+        );
+        assert_eq!(
+            plain.matches("/v1/requests/abc%3Acancel"),
             Some(vec![("id", "abc:cancel".into())]),
-            "without a verb in the template, a colon is part of the value"
+            "an encoded colon is part of the value"
         );
         assert_eq!(
             template("/v1/queue/dead-letters:requeue").to_string(),

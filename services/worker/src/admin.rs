@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use appstack_common::db_failure::DbHealth;
 use appstack_executor::Executor;
-use appstack_resilience::breaker::State;
 use appstack_proto::worker::v1 as pb;
 use appstack_proto::worker::v1::worker_admin_server::WorkerAdmin;
 use appstack_queue::page_token;
 use appstack_queue::store::{Notifier, Queue, StoreError};
+use appstack_resilience::breaker::State;
 use appstack_verifier::require_role;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
