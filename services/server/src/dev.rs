@@ -279,7 +279,9 @@ impl Banner {
             String::new(),
             "AppStack dev stack is up. Ctrl-C stops everything.".to_owned(),
             String::new(),
-            format!("  gRPC          {grpc}   (auth, main and worker; reflection on)"),
+            format!("  console       http://{grpc}/   (sign in as the admin below)"),
+            format!("  HTTP/JSON     http://{grpc}/v1/...   (OpenAPI: http://{grpc}/openapi.json)"),
+            format!("  gRPC          {grpc}   (auth, main and worker; reflection on; gRPC-Web too)"),
             format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
             format!("  JWKS          {}", local_jwks_uri(admin)),
             format!("  PostgreSQL    {db}"),
@@ -290,6 +292,14 @@ impl Banner {
                 self.kinds.join(", ")
             ),
             format!("  admin user    {DEV_ADMIN_EMAIL} / {password}{created}"),
+            String::new(),
+            "Try it with curl:".to_owned(),
+            format!(
+                "  curl -s -X POST http://{grpc}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEV_ADMIN_EMAIL}\",\"password\":\"{password}\"}}'"
+            ),
+            format!(
+                "  curl -s -X POST http://{grpc}/v1/requests -H \"authorization: Bearer $ACCESS_TOKEN\" -H 'content-type: application/json' -d '{{\"kind\":\"echo\",\"payload\":\"{{}}\",\"mode\":\"MODE_SYNC\"}}'"
+            ),
             String::new(),
             "Try it with grpcurl:".to_owned(),
             format!("  grpcurl -plaintext {grpc} list"),

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use anyhow::Context as _;
 use appstack_config::StackConfig;
 use appstack_gateway::routes::RouteTable;
-use appstack_gateway::{FrontDoor, FrontDoorParts, Peer, openapi};
+use appstack_gateway::{FrontDoor, FrontDoorParts, Pages, Peer, openapi};
 use tonic::transport::Endpoint;
 use tower::ServiceExt as _;
 
@@ -83,9 +83,19 @@ pub fn build(
         openapi: openapi.into(),
         remote,
         public_methods: public,
-        pages: None,
+        pages: config.front_door.console.then(console_pages),
         config: config.front_door.clone(),
         max_message_bytes: config.server.max_message_bytes,
+    }))
+}
+
+/// The web console, embedded in the binary.
+fn console_pages() -> Pages {
+    Pages::new(tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
+        let page = appstack_console::page(request.method(), request.uri().path());
+        Ok::<_, std::convert::Infallible>(page.map(|bytes| {
+            tonic::body::Body::new(http_body_util::Full::new(bytes))
+        }))
     }))
 }
 
