@@ -61,7 +61,10 @@ async fn a_user_and_an_admin_work_through_the_console_in_chromium() {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     println!("{stdout}\n{stderr}");
-    assert!(output.status.success(), "the browser suite failed:\n{stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser suite failed:\n{stderr}\n{stdout}"
+    );
     let results: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert!(results["cspErrors"].as_array().unwrap().is_empty());
@@ -75,11 +78,24 @@ async fn a_user_and_an_admin_work_through_the_console_in_chromium() {
         if status == Status::Succeeded {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the requeued request is {status:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the requeued request is {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for page in ["1-sign-in", "2-requests", "3-request", "4-dead", "5-operations", "6-requeued"] {
-        assert!(screenshots.join(format!("{page}.png")).exists(), "{page}.png");
+    for page in [
+        "1-sign-in",
+        "2-requests",
+        "3-request",
+        "4-dead",
+        "5-operations",
+        "6-requeued",
+    ] {
+        assert!(
+            screenshots.join(format!("{page}.png")).exists(),
+            "{page}.png"
+        );
     }
     stack.stop().await.unwrap();
 }
@@ -87,12 +103,15 @@ async fn a_user_and_an_admin_work_through_the_console_in_chromium() {
 /// The request's status, from its table: the browser's user and its token live in the
 /// browser only.
 async fn request_status(stack: &StackServer, id: &str) -> Status {
-    let pool = sqlx::PgPool::connect(&stack.config.database.url).await.unwrap();
-    let status: String = sqlx::query_scalar("SELECT status::text FROM requests.requests WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(&pool)
+    let pool = sqlx::PgPool::connect(&stack.config.database.url)
         .await
         .unwrap();
+    let status: String =
+        sqlx::query_scalar("SELECT status::text FROM requests.requests WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     pool.close().await;
     match status.as_str() {
         "succeeded" => Status::Succeeded,

@@ -28,7 +28,7 @@ pub const DATABASE_DIR: &str = "/var/run/appstack/database";
 pub const DATABASE_URL_FILE: &str = "url";
 
 /// The configuration every component reads: the spec's, with the fields the operator owns
-/// set (listen ports, key folder, the auth endpoint, no migrations at start).
+/// set (listen ports, key folder, the auth and worker endpoints, no migrations at start).
 pub(crate) fn stack_config(spec: &AppStackSpec, owner: &Owner) -> StackConfig {
     let mut config = spec.config.clone();
     config.server.grpc_addr = SocketAddr::from(([0, 0, 0, 0], GRPC_PORT));
@@ -45,6 +45,12 @@ pub(crate) fn stack_config(spec: &AppStackSpec, owner: &Owner) -> StackConfig {
             "http://{auth_host}:{ADMIN_PORT}/.well-known/jwks.json"
         ));
     }
+    // main's front door forwards WorkerAdmin's JSON routes to the worker's Service.
+    config.front_door.worker_endpoint = format!(
+        "http://{}.{}.svc:{GRPC_PORT}",
+        owner.child_name("worker"),
+        owner.namespace
+    );
     if let Some(level) = &spec.observability.log_level {
         config.log.filter = level.clone();
     }

@@ -88,7 +88,8 @@ fn ingress_policy(spec: &AppStackSpec, owner: &Owner, component: Component) -> N
     }
 }
 
-/// The egress policy of every pod of the stack: DNS, the database, auth, and the ports of
+/// The egress policy of every pod of the stack: DNS, the database, auth, the worker's admin
+/// API (for main's front door), and the ports of
 /// the declared external services and of the trace collector (a NetworkPolicy cannot name
 /// hosts, so those ports to any address).
 fn egress_policy(spec: &AppStackSpec, owner: &Owner) -> NetworkPolicy {
@@ -113,6 +114,11 @@ fn egress_policy(spec: &AppStackSpec, owner: &Owner) -> NetworkPolicy {
         NetworkPolicyEgressRule {
             ports: Some(vec![tcp(GRPC_PORT), tcp(ADMIN_PORT)]),
             to: Some(vec![pods(owner, "auth")]),
+        },
+        // main's front door forwards the admin API's JSON routes to the worker.
+        NetworkPolicyEgressRule {
+            ports: Some(vec![tcp(GRPC_PORT)]),
+            to: Some(vec![pods(owner, "worker")]),
         },
     ];
     // The trace collector too: a policy that let spans out nowhere would lose them silently.

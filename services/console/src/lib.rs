@@ -23,7 +23,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// The answer to `method path` (GET or HEAD; the caller routes nothing else here).
 pub fn page(method: &Method, path: &str) -> Response<Bytes> {
     if method != Method::GET && method != Method::HEAD {
-        return answer(StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), "text/plain", "no-store");
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::new(),
+            "text/plain",
+            "no-store",
+        );
     }
     let asset = path.trim_start_matches('/');
     let (file, cache) = match asset.strip_prefix("assets/") {
@@ -31,10 +36,23 @@ pub fn page(method: &Method, path: &str) -> Response<Bytes> {
         None => (Assets::get("index.html"), "no-cache"),
     };
     let Some(file) = file else {
-        return answer(StatusCode::NOT_FOUND, Bytes::from_static(b"not found"), "text/plain", "no-store");
+        return answer(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"not found"),
+            "text/plain",
+            "no-store",
+        );
     };
-    let content_type = content_type_of(if asset.starts_with("assets/") { asset } else { "index.html" });
-    let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from(file.data.into_owned()) };
+    let content_type = content_type_of(if asset.starts_with("assets/") {
+        asset
+    } else {
+        "index.html"
+    });
+    let body = if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(file.data.into_owned())
+    };
     answer(StatusCode::OK, body, content_type, cache)
 }
 
@@ -58,15 +76,29 @@ fn content_type_of(name: &str) -> &'static str {
     }
 }
 
-fn answer(status: StatusCode, body: Bytes, content_type: &'static str, cache: &'static str) -> Response<Bytes> {
+fn answer(
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
@@ -88,10 +120,24 @@ mod tests {
             .unwrap_or_else(|| panic!("no script in {html}"));
         let asset = page(&Method::GET, script);
         assert_eq!(asset.status(), StatusCode::OK, "{script}");
-        assert_eq!(asset.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
-        assert!(asset.headers()[header::CACHE_CONTROL].to_str().is_ok_and(|c| c.contains("immutable")));
-        assert_eq!(page(&Method::GET, "/requests/anything").body(), index.body(), "client routes get the shell");
-        assert_eq!(page(&Method::GET, "/assets/missing.js").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            asset.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert!(
+            asset.headers()[header::CACHE_CONTROL]
+                .to_str()
+                .is_ok_and(|c| c.contains("immutable"))
+        );
+        assert_eq!(
+            page(&Method::GET, "/requests/anything").body(),
+            index.body(),
+            "client routes get the shell"
+        );
+        assert_eq!(
+            page(&Method::GET, "/assets/missing.js").status(),
+            StatusCode::NOT_FOUND
+        );
         assert!(page(&Method::HEAD, "/").body().is_empty());
     }
 
@@ -99,7 +145,10 @@ mod tests {
     fn every_answer_has_the_strict_policy() {
         for path in ["/", "/assets/nope.css"] {
             let answer = page(&Method::GET, path);
-            assert_eq!(answer.headers()[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+            assert_eq!(
+                answer.headers()[header::CONTENT_SECURITY_POLICY],
+                CONTENT_SECURITY_POLICY
+            );
             assert_eq!(answer.headers()[header::X_FRAME_OPTIONS], "DENY");
         }
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
@@ -108,7 +157,10 @@ mod tests {
     #[test]
     fn the_built_html_has_no_inline_script_or_style() {
         let html = String::from_utf8_lossy(page(&Method::GET, "/").body()).into_owned();
-        assert!(!html.contains("<script>") && !html.contains("<style"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<style"),
+            "{html}"
+        );
         assert!(bundle().iter().any(|(name, _)| name.ends_with(".js")));
     }
 }

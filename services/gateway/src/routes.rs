@@ -98,6 +98,9 @@ impl Route {
     }
 }
 
+/// The fields a path binds: (field name, decoded value), in template order.
+pub type Bound = Vec<(String, String)>;
+
 /// A request that matched no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMiss {
@@ -174,11 +177,7 @@ impl RouteTable {
     /// # Errors
     ///
     /// [`RouteMiss`] when nothing matches; `MethodNotAllowed` lists the verbs that would.
-    pub fn resolve(
-        &self,
-        verb: &Method,
-        path: &str,
-    ) -> Result<(&Route, Vec<(String, String)>), RouteMiss> {
+    pub fn resolve(&self, verb: &Method, path: &str) -> Result<(&Route, Bound), RouteMiss> {
         let mut allowed = Vec::new();
         for route in &self.routes {
             if let Some(bound) = route.template.matches(path) {

@@ -281,7 +281,9 @@ impl Banner {
             String::new(),
             format!("  console       http://{grpc}/   (sign in as the admin below)"),
             format!("  HTTP/JSON     http://{grpc}/v1/...   (OpenAPI: http://{grpc}/openapi.json)"),
-            format!("  gRPC          {grpc}   (auth, main and worker; reflection on; gRPC-Web too)"),
+            format!(
+                "  gRPC          {grpc}   (auth, main and worker; reflection on; gRPC-Web too)"
+            ),
             format!("  admin HTTP    http://{admin}/healthz  /readyz  /metrics"),
             format!("  JWKS          {}", local_jwks_uri(admin)),
             format!("  PostgreSQL    {db}"),

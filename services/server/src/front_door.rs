@@ -91,12 +91,14 @@ pub fn build(
 
 /// The web console, embedded in the binary.
 fn console_pages() -> Pages {
-    Pages::new(tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
-        let page = appstack_console::page(request.method(), request.uri().path());
-        Ok::<_, std::convert::Infallible>(page.map(|bytes| {
-            tonic::body::Body::new(http_body_util::Full::new(bytes))
-        }))
-    }))
+    Pages::new(tower::service_fn(
+        |request: http::Request<tonic::body::Body>| async move {
+            let page = appstack_console::page(request.method(), request.uri().path());
+            Ok::<_, std::convert::Infallible>(
+                page.map(|bytes| tonic::body::Body::new(http_body_util::Full::new(bytes))),
+            )
+        },
+    ))
 }
 
 /// A lazily connected channel to `endpoint` (the setting `name`), boxed.
