@@ -53,6 +53,10 @@
 //!   OTLP/gRPC to a loopback receiver, against the same stack untraced in the same run:
 //!   `traced_to_untraced_ratio`, latencies, `spans_per_request`.
 //!
+//! - `front-door`: Gets through the HTTP/JSON front door against the same Gets over gRPC,
+//!   in the same run: `json_to_grpc_ratio`, `json_added_p50_us`, latencies, and the
+//!   console's bundle size.
+//!
 //! To add a scenario: a module with a `run` function, a variant of [`Scenario`], and the
 //! shared helpers in `measure` (`Report` prints figures, `Latencies` keeps percentiles).
 
@@ -60,6 +64,7 @@ mod auth_existence;
 mod auth_login;
 mod auth_verify;
 mod end_to_end;
+mod front_door;
 mod measure;
 mod operator;
 mod queue;
@@ -125,6 +130,9 @@ enum Scenario {
     /// ASYNC submits through the whole stack with traces exported over OTLP to a loopback
     /// receiver, against the same stack untraced in the same run.
     Traces,
+    /// Gets through the HTTP/JSON front door against the same Gets over gRPC, in the same
+    /// run: rates, latencies, the ratio and the JSON path's added cost per call.
+    FrontDoor,
 }
 
 /// Options of `auth-login`.
@@ -159,5 +167,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::EndToEnd => end_to_end::run(cli.seconds),
         Scenario::Operator => operator::run(cli.seconds),
         Scenario::Traces => traces::run(cli.seconds),
+        Scenario::FrontDoor => front_door::run(cli.seconds),
     }
 }
