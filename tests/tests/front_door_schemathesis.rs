@@ -56,9 +56,9 @@ async fn schemathesis(base: &str, token: Option<&str>, report: &std::path::Path)
     (output.status.success(), text)
 }
 
-/// `APPSTACK_SCHEMATHESIS` (CI's pinned install), else `schemathesis` on PATH.
+/// `APPSTACK_TEST_SCHEMATHESIS` (CI's pinned install), else `schemathesis` on PATH.
 fn program() -> std::ffi::OsString {
-    std::env::var_os("APPSTACK_SCHEMATHESIS").unwrap_or_else(|| "schemathesis".into())
+    std::env::var_os("APPSTACK_TEST_SCHEMATHESIS").unwrap_or_else(|| "schemathesis".into())
 }
 
 fn installed() -> bool {
