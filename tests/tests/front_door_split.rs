@@ -78,7 +78,7 @@ async fn main_alone_publishes_the_whole_client_api() {
     let (auth, _auth) = start_role("auth", config.clone(), dir.path()).await;
     config.auth.endpoint = format!("http://{auth}");
     let (worker, _worker) = start_role("worker", config.clone(), dir.path()).await;
-    config.front_door.worker_endpoint = format!("http://{worker}");
+    config.front_door.worker_endpoint = Some(format!("http://{worker}"));
     let (main, _main) = start_role("main", config.clone(), dir.path()).await;
     let http = HttpJson::new(main);
 

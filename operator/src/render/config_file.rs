@@ -46,11 +46,11 @@ pub(crate) fn stack_config(spec: &AppStackSpec, owner: &Owner) -> StackConfig {
         ));
     }
     // main's front door forwards WorkerAdmin's JSON routes to the worker's Service.
-    config.front_door.worker_endpoint = format!(
+    config.front_door.worker_endpoint = Some(format!(
         "http://{}.{}.svc:{GRPC_PORT}",
         owner.child_name("worker"),
         owner.namespace
-    );
+    ));
     if let Some(level) = &spec.observability.log_level {
         config.log.filter = level.clone();
     }

@@ -35,8 +35,10 @@ pub struct FrontDoorConfig {
     /// `{"perSecond": 5, "burst": 20}`.
     pub public_rate: RateLimitConfig,
     /// Where the worker's admin API (`appstack.worker.v1.WorkerAdmin`) is served when this
-    /// process does not serve it (`http://stack-worker:8443`); empty: not forwarded.
-    pub worker_endpoint: String,
+    /// process does not serve it (`http://stack-worker:8443`); unset: not forwarded. (An
+    /// option, not an empty string: Kubernetes 1.20 reads an empty string in a custom
+    /// resource as null and refuses it.)
+    pub worker_endpoint: Option<String>,
 }
 
 impl Default for FrontDoorConfig {
@@ -52,7 +54,7 @@ impl Default for FrontDoorConfig {
                 per_second: 5,
                 burst: 20,
             },
-            worker_endpoint: String::new(),
+            worker_endpoint: None,
         }
     }
 }
@@ -148,8 +150,10 @@ impl Validate for FrontDoorConfig {
             }
         });
         p.field("publicRate", |p| self.public_rate.check(p));
-        if !self.worker_endpoint.is_empty() && !is_absolute_http_url(&self.worker_endpoint) {
-            p.push("workerEndpoint", "must be an absolute http(s) URL or empty");
+        if let Some(endpoint) = &self.worker_endpoint
+            && !is_absolute_http_url(endpoint)
+        {
+            p.push("workerEndpoint", "must be an absolute http(s) URL");
         }
     }
 }
@@ -191,7 +195,7 @@ mod tests {
                 "https://x.example/path".into(),
             ],
             trusted_proxies: vec!["10.0.0.0/8".into(), "nope".into()],
-            worker_endpoint: "worker:8443".into(),
+            worker_endpoint: Some("worker:8443".into()),
             ..FrontDoorConfig::default()
         };
         let mut p = Problems::default();

@@ -56,8 +56,9 @@ pub fn build(
             peer(&config.auth.endpoint, "auth.endpoint")?,
         );
     }
-    let worker = &config.front_door.worker_endpoint;
-    if !served.contains(&WORKER_ADMIN) && !worker.is_empty() {
+    if let Some(worker) = &config.front_door.worker_endpoint
+        && !served.contains(&WORKER_ADMIN)
+    {
         remote.insert(
             WORKER_ADMIN.to_owned(),
             peer(worker, "frontDoor.workerEndpoint")?,
