@@ -216,14 +216,18 @@ fn route_of(
         _ => String::new(),
     };
     if !text("response_body").is_empty() {
-        return Err(unsupported("response_body is not implemented"));
+        return Err(unsupported(
+            "the front door answers with the whole response; response_body is refused",
+        ));
     }
     let has_more = matches!(
         rule.get_field_by_name("additional_bindings").as_deref(),
         Some(Value::List(list)) if !list.is_empty()
     );
     if has_more {
-        return Err(unsupported("additional_bindings are not implemented"));
+        return Err(unsupported(
+            "one HTTP binding per rpc; additional_bindings are refused",
+        ));
     }
     let (verb, template) = [
         ("get", Method::GET),
@@ -258,7 +262,11 @@ fn route_of(
     let body = match text("body").as_str() {
         "" => BodyBinding::None,
         "*" => BodyBinding::Whole,
-        _ => return Err(unsupported("a body naming one field is not implemented")),
+        _ => {
+            return Err(unsupported(
+                "the body is the whole message (`*`) or none; a body naming one field is refused",
+            ));
+        }
     };
     if body == BodyBinding::Whole && matches!(verb, Method::GET | Method::DELETE) {
         return Err(unsupported("GET and DELETE take no body"));
