@@ -1,12 +1,16 @@
 //! Test support for AppStack's cross-crate and end-to-end suites: a private PostgreSQL
 //! ([`pg`]), a Kubernetes control plane ([`control_plane`]) and an in-process auth server on
-//! loopback ([`auth_server`]), and what the operator suites set up ([`operator_fixture`]).
+//! loopback ([`auth_server`]), what the operator suites set up ([`operator_fixture`]), and a
+//! real single-node cluster with the project's images for the end-to-end suite ([`onebox`],
+//! [`images`]).
 
 pub mod auth_server;
 pub mod clients;
 pub mod control_plane;
 pub mod helm;
 pub mod http_json;
+pub mod images;
+pub mod onebox;
 pub mod operator_fixture;
 pub mod otlp;
 pub mod pg;

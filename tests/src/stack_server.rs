@@ -51,6 +51,17 @@ pub struct StackServer {
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
+impl Bearer {
+    /// `authorization: Bearer <token>`.
+    ///
+    /// # Errors
+    ///
+    /// When the token is not a valid header value.
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        Ok(Self(format!("Bearer {token}").parse()?))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(
         &mut self,

@@ -18,6 +18,10 @@
 #    after a change compiles only the workspace crates (and links).
 # Images 1–3 are built once and kept in podman's storage, tagged by what they are made of.
 #
+# `build-image.sh postgres` builds, on the same Debian base, the PostgreSQL image of the
+# one-box cluster suite (tests/tools/image/postgres.Containerfile, tagged by what it is made
+# of) instead of steps 2–4.
+#
 # Prints the image name on stdout; progress, timings and the size go to stderr.
 # Needs root (apt-get, debootstrap, rootful podman). On a fresh Debian bookworm machine it
 # installs podman, buildah, debootstrap and runc. The settings this machine needs
@@ -32,6 +36,8 @@
 # ~/.cache/appstack-image), APPSTACK_IMAGE_TARGET_CACHE_MAX_MB (default 6144: the cached
 # cargo target folder is emptied before a build once it has grown past this).
 set -euo pipefail
+what=${1:-appstack}
+[[ $what == appstack || $what == postgres ]] || { echo "usage: $0 [appstack|postgres]" >&2; exit 2; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 tools=$root/tests/tools/image
@@ -126,6 +132,23 @@ if ! podman image exists "$base_img"; then
   gzip -dc "$base_tar" | podman import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/bash"]' - "$base_img" >&2
+fi
+
+# --- the PostgreSQL image (instead of 2–4) ----------------------------------------------
+if [[ $what == postgres ]]; then
+  pg_img=localhost/appstack-test-postgres:15-$SUITE-$(
+    fingerprint "$tools/postgres.Containerfile" "$tools/postgres-entrypoint.sh" <(echo "$base_img")
+  )
+  if ! podman image exists "$pg_img"; then
+    start=$(date +%s)
+    log "building $pg_img"
+    buildah bud "${RUNTIME[@]}" --network host --force-rm --layers=false \
+      --build-arg DEBIAN_BASE="$base_img" -f "$tools/postgres.Containerfile" \
+      -t "$pg_img" "$tools" >&2
+    log "PostgreSQL image built in $(elapsed "$start")"
+  fi
+  echo "$pg_img"
+  exit 0
 fi
 
 # --- 2. the runtime base (distroless-like) ------------------------------------------------
