@@ -226,6 +226,10 @@ pub(crate) fn pod_spec(input: &PodInput<'_>) -> PodSpec {
         service_account_name: Some(input.owner.child_name(input.role)),
         // The services never call the Kubernetes API; IRSA / Pod Identity mount their own.
         automount_service_account_token: Some(false),
+        // No `<SERVICE>_PORT`-style variables: every `APPSTACK_*` variable is configuration,
+        // so a Service named `appstack-…` in the namespace (the simulator of the kind guide,
+        // say) made every pod refuse to start (found on the one-box cluster).
+        enable_service_links: Some(false),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),

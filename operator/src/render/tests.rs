@@ -133,6 +133,8 @@ fn every_pod_runs_under_the_restricted_pod_security_standard() {
             "RuntimeDefault"
         );
         assert_eq!(pod["automountServiceAccountToken"], false);
+        // Service links would inject `APPSTACK_…_PORT` variables, read as configuration.
+        assert_eq!(pod["enableServiceLinks"], false, "{}", child.name());
         for container in pod["containers"].as_array().unwrap() {
             let security = &container["securityContext"];
             assert_eq!(
