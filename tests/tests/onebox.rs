@@ -565,7 +565,16 @@ impl Run<'_> {
                 .and_then(|c| c.last_transition_time.as_ref())
                 .map(timestamp);
             if let Some(ready) = ready {
-                let group = name.rsplitn(3, '-').last().unwrap_or(&name).to_owned();
+                // By component where the operator made it, else by owner (StatefulSet,
+                // ReplicaSet of the simulator).
+                let labels = pod.labels();
+                let group = match labels.get("app.kubernetes.io/component") {
+                    Some(component) => format!("shop {component}"),
+                    None => pod
+                        .owner_references()
+                        .first()
+                        .map_or_else(|| name.clone(), |o| o.name.clone()),
+                };
                 by_owner
                     .entry(group)
                     .or_default()
@@ -921,6 +930,22 @@ impl Run<'_> {
             .unwrap();
         assert!(pods.trim().is_empty(), "operator pods left: {pods}");
         figure("helm uninstall --wait", secs(uninstalled.elapsed()));
+        // What stays, by design: the namespace helm created, its Lease (released by the
+        // last replica on SIGTERM) and the CRD (helm never deletes those in crds/).
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
+        for lease in leases.list(&ListParams::default()).await.unwrap() {
+            let holder = lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            figure(
+                "left in the operator's namespace",
+                format!(
+                    "Lease {} holder {holder:?}",
+                    lease.metadata.name.unwrap_or_default()
+                ),
+            );
+        }
     }
 
     async fn children_left(&self) -> usize {
