@@ -50,8 +50,8 @@ fn run(command: &mut Command) -> anyhow::Result<String> {
 }
 
 impl Onebox {
-    /// Starts the cluster in `dir` (a cluster left running there by an aborted run is
-    /// stopped first). The control plane is built by the project's copy of the envtest
+    /// Starts a new cluster in `dir` (one left there by an aborted run is stopped and
+    /// removed first). The control plane is built by the project's copy of the envtest
     /// script (its apiserver survives custom resources; see that script's header).
     ///
     /// # Errors
@@ -59,10 +59,15 @@ impl Onebox {
     /// When the script fails.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
         let script = script()?;
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build-envtest-assets.sh");
+        if dir.exists() {
+            let _ = run(Command::new("bash").arg(&script).arg("stop").arg(dir));
+            // A new cluster each run: a kept etcd would still hold the last run's objects.
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("removing the last run's {}", dir.display()))?;
+        }
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
-        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build-envtest-assets.sh");
-        let _ = run(Command::new("bash").arg(&script).arg("stop").arg(&dir));
         let kubeconfig = run(Command::new("bash")
             .arg(&script)
             .arg("start")

@@ -25,6 +25,7 @@ use appstack_operator::crd::AppStack;
 use appstack_proto::auth::v1::auth_service_client::AuthServiceClient;
 use appstack_proto::main::v1::request_service_client::RequestServiceClient;
 use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest, WatchRequest};
+use appstack_simulator::FaultPlan;
 use appstack_tests::clients::sign_up_and_login;
 use appstack_tests::helm::helm_binary;
 use appstack_tests::http_json::HttpJson;
@@ -86,6 +87,7 @@ async fn the_stack_installs_serves_survives_faults_upgrades_and_uninstalls_on_a_
         cluster: &cluster,
         client: client.clone(),
         images: &images,
+        jobs: JobLog::start(&client),
     };
 
     let stack = run.install().await;
@@ -135,6 +137,39 @@ struct Run<'a> {
     cluster: &'a Onebox,
     client: Client,
     images: &'a Images,
+    jobs: JobLog,
+}
+
+/// Every state of every Job of the stack's namespace, as watched: the operator deletes a
+/// migration Job once its version is deployed, so its record is kept here.
+#[derive(Clone, Default)]
+struct JobLog(std::sync::Arc<std::sync::Mutex<BTreeMap<String, Job>>>);
+
+impl JobLog {
+    fn start(client: &Client) -> Self {
+        use futures_util::StreamExt as _;
+        let log = Self::default();
+        let jobs: Api<Job> = Api::namespaced(client.clone(), STACK_NAMESPACE);
+        let kept = log.clone();
+        tokio::spawn(async move {
+            let mut stream =
+                kube::runtime::watcher(jobs, kube::runtime::watcher::Config::default()).boxed();
+            while let Some(event) = stream.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(job)
+                    | kube::runtime::watcher::Event::InitApply(job),
+                ) = event
+                {
+                    kept.0.lock().unwrap().insert(job.name_any(), job);
+                }
+            }
+        });
+        log
+    }
+
+    fn get(&self, name: &str) -> Option<Job> {
+        self.0.lock().unwrap().get(name).cloned()
+    }
 }
 
 /// The stack as a caller sees it: the main Service's address, a caller's token.
@@ -352,13 +387,11 @@ impl Run<'_> {
         version: &str,
         after: Option<DateTime<Utc>>,
     ) {
-        let jobs: Api<Job> = self.api();
-        let job = jobs
-            .get(&appstack_operator::render::migration_job_name(
-                "shop", version,
-            ))
-            .await
-            .unwrap();
+        let name = appstack_operator::render::migration_job_name("shop", version);
+        let job = self
+            .jobs
+            .get(&name)
+            .unwrap_or_else(|| panic!("no Job {name} was seen"));
         let status = job.status.unwrap();
         assert_eq!(status.succeeded, Some(1), "{status:?}");
         let completed = timestamp(status.completion_time.as_ref().unwrap());
@@ -476,11 +509,12 @@ impl Run<'_> {
         );
 
         // A 400 from the external service is permanent: dead after one attempt.
-        self.set_faults(
-            stack,
-            serde_json::json!({"error_rate": 1.0, "error": {"http_status": 400}}),
-        )
-        .await;
+        let mut failing = FaultPlan {
+            error_rate: 1.0,
+            ..FaultPlan::default()
+        };
+        failing.error.http_status = 400;
+        self.set_faults(stack, &failing).await;
         let failing = requests
             .submit(submit(r#"{"mode":"dead"}"#, Mode::Async))
             .await
@@ -499,10 +533,11 @@ impl Run<'_> {
         .await;
         assert_eq!(dead.attempts, 1);
         assert_eq!(dead.last_failure.unwrap().reason, "http_400");
-        self.set_faults(stack, serde_json::json!({})).await;
+        self.set_faults(stack, &FaultPlan::default()).await;
     }
 
-    async fn set_faults(&self, stack: &Stack, plan: serde_json::Value) {
+    async fn set_faults(&self, stack: &Stack, plan: &FaultPlan) {
+        let plan = serde_json::to_value(plan).unwrap();
         let answer = stack
             .simulator
             .send(
@@ -905,33 +940,31 @@ impl Run<'_> {
 
         let uninstalled = Instant::now();
         self.helm(&["uninstall", RELEASE, "--wait", "--timeout=2m"]);
-        let listed = self
-            .cluster
-            .kubectl(
-                &[
-                    "get",
-                    "all,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,networkpolicies,poddisruptionbudgets,configmaps,secrets",
-                    "-A",
-                    "-l",
-                    &format!("app.kubernetes.io/instance={RELEASE}"),
-                    "-o",
-                    "name",
-                ],
-                None,
-            )
-            .unwrap();
-        assert!(listed.trim().is_empty(), "left by helm uninstall: {listed}");
-        let pods = self
-            .cluster
-            .kubectl(
-                &["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "name"],
-                None,
-            )
-            .unwrap();
-        assert!(pods.trim().is_empty(), "operator pods left: {pods}");
         figure("helm uninstall --wait", secs(uninstalled.elapsed()));
-        // What stays, by design: the namespace helm created, its Lease (released by the
-        // last replica on SIGTERM) and the CRD (helm never deletes those in crds/).
+        // The ReplicaSet and its pods go by the garbage collector, after the pods' grace.
+        let kinds = "all,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,networkpolicies,poddisruptionbudgets,configmaps,secrets";
+        let selector = format!("app.kubernetes.io/instance={RELEASE}");
+        eventually("nothing of the release left", WAIT, || async {
+            let listed = self
+                .cluster
+                .kubectl(&["get", kinds, "-A", "-l", &selector, "-o", "name"], None)
+                .ok()?;
+            let pods = self
+                .cluster
+                .kubectl(
+                    &["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "name"],
+                    None,
+                )
+                .ok()?;
+            (listed.trim().is_empty() && pods.trim().is_empty()).then_some(())
+        })
+        .await;
+        figure(
+            "helm uninstall → nothing of the release left",
+            secs(uninstalled.elapsed()),
+        );
+        // What stays: the namespace helm created, the operator's Lease (expired, naming its
+        // last holder) and the CRD (helm never deletes those in crds/).
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
         for lease in leases.list(&ListParams::default()).await.unwrap() {
             let holder = lease
