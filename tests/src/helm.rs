@@ -57,3 +57,24 @@ fn find() -> anyhow::Result<PathBuf> {
     anyhow::ensure!(works(&bin), "{} does not run", bin.display());
     Ok(bin)
 }
+
+/// `helm args… --namespace namespace --kubeconfig kubeconfig`.
+///
+/// # Errors
+///
+/// When helm cannot be found or run, or fails (with its output).
+pub fn helm(kubeconfig: &Path, namespace: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new(helm_binary()?)
+        .args(args)
+        .args(["--namespace", namespace, "--kubeconfig"])
+        .arg(kubeconfig)
+        .output()
+        .context("running helm")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}

@@ -4,25 +4,12 @@
 //! (a migration that cannot succeed).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::Context as _;
+use crate::onebox::run;
 
 fn build_script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build-image.sh")
-}
-
-fn run(command: &mut Command) -> anyhow::Result<String> {
-    let output = command
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?} failed ({})",
-        output.status
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The AppStack image: `APPSTACK_TEST_IMAGE` when set (`.ci/run` builds it before the

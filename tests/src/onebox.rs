@@ -35,7 +35,11 @@ pub fn script() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `command`, its stderr passed through; its stdout, trimmed.
-fn run(command: &mut Command) -> anyhow::Result<String> {
+///
+/// # Errors
+///
+/// When it cannot start or exits unsuccessfully.
+pub fn run(command: &mut Command) -> anyhow::Result<String> {
     let output = command
         .stderr(Stdio::inherit())
         .output()

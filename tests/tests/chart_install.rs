@@ -9,13 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use appstack_operator::crd::AppStack;
 use appstack_tests::auth_server::http_get;
 use appstack_tests::control_plane::ControlPlane;
-use appstack_tests::helm::helm_binary;
 use appstack_tests::operator_fixture;
 use appstack_tests::processes::spawn_operator;
 use appstack_tests::wait::eventually;
@@ -33,18 +31,7 @@ fn chart() -> PathBuf {
 }
 
 fn helm(plane: &ControlPlane, namespace: &str, args: &[&str]) {
-    let output = Command::new(helm_binary().unwrap())
-        .args(args)
-        .args(["--namespace", namespace, "--kubeconfig"])
-        .arg(&plane.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    appstack_tests::helm::helm(&plane.kubeconfig, namespace, args).unwrap();
 }
 
 async fn token_of(client: &kube::Client, namespace: &str, account: &str) -> String {

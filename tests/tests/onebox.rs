@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use appstack_operator::crd::AppStack;
@@ -27,11 +26,11 @@ use appstack_proto::main::v1::request_service_client::RequestServiceClient;
 use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest, WatchRequest};
 use appstack_simulator::FaultPlan;
 use appstack_tests::clients::sign_up_and_login;
-use appstack_tests::helm::helm_binary;
+use appstack_tests::helm::helm;
 use appstack_tests::http_json::HttpJson;
 use appstack_tests::onebox::Onebox;
 use appstack_tests::stack_server::{Bearer, Requests};
-use appstack_tests::steady_load::{SubmitLoad, all_succeed};
+use appstack_tests::steady_load::{Seen, SubmitLoad, all_succeed};
 use appstack_tests::wait::eventually;
 use appstack_tests::{images, pg};
 use chrono::{DateTime, Utc};
@@ -195,6 +194,27 @@ fn submit(payload: &str, mode: Mode) -> SubmitRequest {
     }
 }
 
+/// Stops `load` two seconds on, checks that every acknowledged request ends SUCCEEDED, and
+/// reports the counts under `what`.
+async fn finish_and_check(stack: &Stack, load: SubmitLoad, what: &str) -> Seen {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = load.finish().await.unwrap();
+    let mut requests = stack.requests();
+    all_succeed(&mut requests, &seen.acknowledged, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let codes: Vec<_> = seen.failures.iter().map(|f| f.0).collect();
+    figure(
+        &format!("{what}: acknowledged / all succeeded / failed submits"),
+        format!(
+            "{0} / {0} / {1} {codes:?}",
+            seen.acknowledged.len(),
+            seen.failures.len()
+        ),
+    );
+    seen
+}
+
 fn timestamp(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(&t.0.to_string())
         .unwrap()
@@ -211,18 +231,7 @@ impl Run<'_> {
     }
 
     fn helm(&self, args: &[&str]) {
-        let output = Command::new(helm_binary().unwrap())
-            .args(args)
-            .args(["--namespace", OPERATOR_NAMESPACE, "--kubeconfig"])
-            .arg(&self.cluster.kubeconfig)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "helm {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        helm(&self.cluster.kubeconfig, OPERATOR_NAMESPACE, args).unwrap();
     }
 
     /// helm install, PostgreSQL, the simulator, the AppStack; Available; the first request.
@@ -668,20 +677,7 @@ impl Run<'_> {
             "worker pod deleted → replacement Ready",
             secs(deleted.elapsed()),
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let seen = load.finish().await.unwrap();
-        let mut requests = stack.requests();
-        all_succeed(&mut requests, &seen.acknowledged, Duration::from_secs(180))
-            .await
-            .unwrap();
-        figure(
-            "worker pod deleted mid-run: acknowledged / all succeeded / failed submits",
-            format!(
-                "{0} / {0} / {1}",
-                seen.acknowledged.len(),
-                seen.failures.len()
-            ),
-        );
+        finish_and_check(stack, load, "worker pod deleted mid-run").await;
     }
 
     /// The other replica takes the Lease; the stack's children are the same objects.
@@ -809,20 +805,7 @@ impl Run<'_> {
             .await
             .unwrap();
         figure("PostgreSQL Ready → submits succeed again", secs(back));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let seen = load.finish().await.unwrap();
-        let mut requests = stack.requests();
-        all_succeed(&mut requests, &seen.acknowledged, Duration::from_secs(180))
-            .await
-            .unwrap();
-        figure(
-            "PostgreSQL restart: acknowledged / all succeeded / failed submits",
-            format!(
-                "{0} / {0} / {1}",
-                seen.acknowledged.len(),
-                seen.failures.len()
-            ),
-        );
+        finish_and_check(stack, load, "PostgreSQL restart").await;
     }
 
     async fn set_version(&self, version: &str) -> DateTime<Utc> {
@@ -853,21 +836,8 @@ impl Run<'_> {
         );
         self.migration_ran_before_the_deployments(&self.images.next_version, Some(changed))
             .await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let seen = load.finish().await.unwrap();
+        finish_and_check(stack, load, "upgrade under a trickle").await;
         let mut requests = stack.requests();
-        all_succeed(&mut requests, &seen.acknowledged, Duration::from_secs(180))
-            .await
-            .unwrap();
-        figure(
-            "upgrade under a trickle: acknowledged / all succeeded / failed submits",
-            format!(
-                "{0} / {0} / {1} {2:?}",
-                seen.acknowledged.len(),
-                seen.failures.len(),
-                seen.failures.iter().map(|f| f.0).collect::<Vec<_>>()
-            ),
-        );
 
         // The failing image: its migration Job fails, the roll stops, the old pods serve.
         self.set_version(&self.images.failing_version).await;
