@@ -39,14 +39,8 @@ fn find() -> anyhow::Result<PathBuf> {
     if let Some(cached) = cache {
         return Ok(cached);
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = [
-        repo.join("../shared/tools/k8s-lint/install.sh"),
-        PathBuf::from("/work/shared/tools/k8s-lint/install.sh"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .context("no helm on PATH and no shared tools/k8s-lint/install.sh to install it")?;
+    let script = crate::shared_tools::shared_tool("k8s-lint/install.sh")
+        .context("no helm on PATH and no shared tools/k8s-lint/install.sh to install it")?;
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod pg;
 pub mod processes;
 pub mod raw_grpc;
+pub mod shared_tools;
 pub mod stack_server;
 pub mod steady_load;
 pub mod tcp_proxy;

@@ -18,20 +18,32 @@ pub struct Onebox {
     kubectl: PathBuf,
 }
 
-/// `../shared/tools/onebox/onebox.sh` beside the project, else under `/work/shared`.
+/// `onebox.sh` of the shared tools.
 ///
 /// # Errors
 ///
-/// When neither exists.
+/// When the shared tools are not found.
 pub fn script() -> anyhow::Result<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
-        repo.join("../shared/tools/onebox/onebox.sh"),
-        PathBuf::from("/work/shared/tools/onebox/onebox.sh"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .context("no shared tools/onebox/onebox.sh beside the project")
+    crate::shared_tools::shared_tool("onebox/onebox.sh")
+        .context("no shared tools/onebox/onebox.sh beside the project")
+}
+
+/// Where `onebox.sh build` caches its binaries (kubectl among them): its own rule,
+/// `ONEBOX_CACHE`, else `${XDG_CACHE_HOME:-$HOME/.cache}/onebox/1.20.2`.
+fn binaries() -> anyhow::Result<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(cache) = var("ONEBOX_CACHE") {
+        return Ok(cache);
+    }
+    let cache = match var("XDG_CACHE_HOME") {
+        Some(cache) => cache,
+        None => var("HOME").context("HOME is not set")?.join(".cache"),
+    };
+    Ok(cache.join("onebox/1.20.2"))
 }
 
 /// Runs `command`, its stderr passed through; its stdout, trimmed.
@@ -77,8 +89,7 @@ impl Onebox {
             .arg("start")
             .arg(&dir)
             .env("ONEBOX_BUILD_ASSETS", &assets))?;
-        let home = std::env::var_os("HOME").context("HOME is not set")?;
-        let kubectl = PathBuf::from(home).join(".cache/onebox/1.20.2/kubectl");
+        let kubectl = binaries()?.join("kubectl");
         Ok(Self {
             script,
             dir,

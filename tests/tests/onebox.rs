@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use appstack_operator::crd::AppStack;
 use appstack_proto::auth::v1::auth_service_client::AuthServiceClient;
 use appstack_proto::main::v1::request_service_client::RequestServiceClient;
-use appstack_proto::main::v1::{GetRequest, Mode, Status, SubmitRequest, WatchRequest};
+use appstack_proto::main::v1::{GetRequest, Mode, Request, Status, SubmitRequest, WatchRequest};
 use appstack_simulator::FaultPlan;
 use appstack_tests::clients::sign_up_and_login;
 use appstack_tests::helm::helm;
@@ -33,11 +33,11 @@ use appstack_tests::stack_server::{Bearer, Requests};
 use appstack_tests::steady_load::{Seen, SubmitLoad, all_succeed};
 use appstack_tests::wait::eventually;
 use appstack_tests::{images, pg};
-use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use kube::{Client, ResourceExt as _};
@@ -215,10 +215,28 @@ async fn finish_and_check(stack: &Stack, load: SubmitLoad, what: &str) -> Seen {
     seen
 }
 
-fn timestamp(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(&t.0.to_string())
+/// Whole seconds from `earlier` to `later` (the API's times have second resolution).
+fn seconds_between(earlier: Timestamp, later: Timestamp) -> i64 {
+    later.as_second() - earlier.as_second()
+}
+
+/// A pod whose Ready condition is True.
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Submits `request`; the request as stored.
+async fn submitted(requests: &mut Requests, request: SubmitRequest) -> Request {
+    requests
+        .submit(request)
+        .await
         .unwrap()
-        .with_timezone(&Utc)
+        .into_inner()
+        .request
+        .unwrap()
 }
 
 impl Run<'_> {
@@ -294,13 +312,7 @@ impl Run<'_> {
 
         let stack = self.connect().await;
         let mut requests = stack.requests();
-        let answer = requests
-            .submit(submit(r#"{"first":true}"#, Mode::Sync))
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap();
+        let answer = submitted(&mut requests, submit(r#"{"first":true}"#, Mode::Sync)).await;
         assert_eq!(
             Status::try_from(answer.status),
             Ok(Status::Succeeded),
@@ -391,11 +403,7 @@ impl Run<'_> {
 
     /// The migration Job of `version` succeeded, and each Deployment's pods of `version`
     /// (its ReplicaSet) were made after it completed.
-    async fn migration_ran_before_the_deployments(
-        &self,
-        version: &str,
-        after: Option<DateTime<Utc>>,
-    ) {
+    async fn migration_ran_before_the_deployments(&self, version: &str, after: Option<Timestamp>) {
         let name = appstack_operator::render::migration_job_name("shop", version);
         let job = self
             .jobs
@@ -403,8 +411,8 @@ impl Run<'_> {
             .unwrap_or_else(|| panic!("no Job {name} was seen"));
         let status = job.status.unwrap();
         assert_eq!(status.succeeded, Some(1), "{status:?}");
-        let completed = timestamp(status.completion_time.as_ref().unwrap());
-        let started = timestamp(status.start_time.as_ref().unwrap());
+        let completed = status.completion_time.as_ref().unwrap().0;
+        let started = status.start_time.as_ref().unwrap().0;
         if let Some(after) = after {
             assert!(
                 started >= after,
@@ -413,7 +421,7 @@ impl Run<'_> {
         }
         figure(
             &format!("migration Job {version}: start → complete"),
-            format!("{} s", (completed - started).num_seconds()),
+            format!("{} s", seconds_between(started, completed)),
         );
         let image = format!("{}:{version}", self.images.repository);
         let sets: Api<ReplicaSet> = self.api();
@@ -421,7 +429,7 @@ impl Run<'_> {
             let pod = set.spec.as_ref().unwrap().template.as_ref().unwrap();
             let ours = pod.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(&image);
             if ours && set.name_any().starts_with("shop-") {
-                let made = timestamp(set.metadata.creation_timestamp.as_ref().unwrap());
+                let made = set.metadata.creation_timestamp.as_ref().unwrap().0;
                 assert!(
                     made >= completed,
                     "{} was made at {made}, before the migration completed at {completed}",
@@ -470,24 +478,12 @@ impl Run<'_> {
     /// and a permanent failure that goes dead.
     async fn requests_end_to_end(&self, stack: &Stack) {
         let mut requests = stack.requests();
-        let sync = requests
-            .submit(submit(r#"{"mode":"sync"}"#, Mode::Sync))
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap();
+        let sync = submitted(&mut requests, submit(r#"{"mode":"sync"}"#, Mode::Sync)).await;
         assert_eq!(Status::try_from(sync.status), Ok(Status::Succeeded));
         assert!(sync.result.contains("sync"), "{}", sync.result);
 
         let started_before = self.worker_jobs_started().await;
-        let queued = requests
-            .submit(submit(r#"{"mode":"async"}"#, Mode::Async))
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap();
+        let queued = submitted(&mut requests, submit(r#"{"mode":"async"}"#, Mode::Async)).await;
         let mut watch = requests
             .watch(WatchRequest {
                 id: queued.id.clone(),
@@ -524,13 +520,7 @@ impl Run<'_> {
         };
         failing.error.http_status = 400;
         self.set_faults(stack, &failing).await;
-        let failing = requests
-            .submit(submit(r#"{"mode":"dead"}"#, Mode::Async))
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap();
+        let failing = submitted(&mut requests, submit(r#"{"mode":"dead"}"#, Mode::Async)).await;
         let dead = eventually("the failing request dead", WAIT, || {
             let mut requests = requests.clone();
             let id = failing.id.clone();
@@ -599,7 +589,7 @@ impl Run<'_> {
         let mut memory = Vec::new();
         for pod in pods.list(&ListParams::default()).await.unwrap() {
             let name = pod.name_any();
-            let created = timestamp(pod.metadata.creation_timestamp.as_ref().unwrap());
+            let created = pod.metadata.creation_timestamp.as_ref().unwrap().0;
             let status = pod.status.as_ref().unwrap();
             let ready = status
                 .conditions
@@ -607,7 +597,7 @@ impl Run<'_> {
                 .flatten()
                 .find(|c| c.type_ == "Ready" && c.status == "True")
                 .and_then(|c| c.last_transition_time.as_ref())
-                .map(timestamp);
+                .map(|t| t.0);
             if let Some(ready) = ready {
                 // By component where the operator made it, else by owner (StatefulSet,
                 // ReplicaSet of the simulator).
@@ -622,7 +612,7 @@ impl Run<'_> {
                 by_owner
                     .entry(group)
                     .or_default()
-                    .push((ready - created).num_seconds());
+                    .push(seconds_between(created, ready));
             }
             if let Some(bytes) = pod.metadata.uid.as_deref().and_then(working_set_bytes) {
                 memory.push(format!("{name} {:.1} MiB", bytes as f64 / 1_048_576.0));
@@ -662,13 +652,7 @@ impl Run<'_> {
             let now = self.pods("worker").await;
             let ready = now
                 .iter()
-                .filter(|p| p.name_any() != victim)
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
+                .filter(|p| p.name_any() != victim && is_ready(p))
                 .count();
             (ready == want).then_some(())
         })
@@ -693,7 +677,8 @@ impl Run<'_> {
                 .filter(|h| !h.is_empty())
         };
         let leader = eventually("a leader", WAIT, holder).await;
-        let before = self.children().await;
+        let before = self.children().await.unwrap();
+        assert!(before.len() > 10, "{before:?}");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
         pods.delete(&leader, &DeleteParams::default())
             .await
@@ -709,12 +694,12 @@ impl Run<'_> {
         );
         // A few reconciles of the new leader later, nothing was made twice or remade.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let after = self.children().await;
+        let after = self.children().await.unwrap();
         assert_eq!(before, after, "the children changed under the new leader");
     }
 
     /// The stack's children: kind, name, uid, and a Deployment's generation.
-    async fn children(&self) -> Vec<(String, String, String)> {
+    async fn children(&self) -> Result<Vec<(String, String, String)>, kube::Error> {
         let mut children = Vec::new();
         for (group, version, kind, plural) in [
             ("apps", "v1", "Deployment", "deployments"),
@@ -757,8 +742,7 @@ impl Run<'_> {
                 Api::namespaced_with(self.client.clone(), STACK_NAMESPACE, &resource);
             for object in api
                 .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
-                .await
-                .unwrap()
+                .await?
             {
                 let generation = object.metadata.generation.unwrap_or(0);
                 children.push((
@@ -769,8 +753,7 @@ impl Run<'_> {
             }
         }
         children.sort();
-        assert!(children.len() > 10, "{children:?}");
-        children
+        Ok(children)
     }
 
     /// The PostgreSQL pod deleted under load: its StatefulSet brings it back on the same
@@ -786,14 +769,7 @@ impl Run<'_> {
         let deleted = Instant::now();
         eventually("PostgreSQL back", WAIT, || async {
             let pod = pods.get("shop-db-0").await.ok()?;
-            let ready = pod
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            (pod.uid()? != old && ready).then_some(())
+            (pod.uid()? != old && is_ready(&pod)).then_some(())
         })
         .await;
         figure(
@@ -808,9 +784,9 @@ impl Run<'_> {
         finish_and_check(stack, load, "PostgreSQL restart").await;
     }
 
-    async fn set_version(&self, version: &str) -> DateTime<Utc> {
+    async fn set_version(&self, version: &str) -> Timestamp {
         let stacks: Api<AppStack> = self.api();
-        let changed = Utc::now();
+        let changed = Timestamp::now();
         stacks
             .patch(
                 "shop",
@@ -820,7 +796,7 @@ impl Run<'_> {
             .await
             .unwrap();
         // Second resolution on the server's side.
-        changed - chrono::Duration::seconds(1)
+        changed - SignedDuration::from_secs(1)
     }
 
     /// To the second tag under a trickle of submits; then to the failing image and back.
@@ -864,13 +840,11 @@ impl Run<'_> {
                 .unwrap();
             assert_eq!(image, serving, "{component} rolled past a failed migration");
         }
-        let answer = requests
-            .submit(submit(r#"{"after":"failed migration"}"#, Mode::Sync))
-            .await
-            .unwrap()
-            .into_inner()
-            .request
-            .unwrap();
+        let answer = submitted(
+            &mut requests,
+            submit(r#"{"after":"failed migration"}"#, Mode::Sync),
+        )
+        .await;
         assert_eq!(Status::try_from(answer.status), Ok(Status::Succeeded));
         // Back to the version that runs: Available again, nothing rolled.
         self.set_version(&self.images.next_version).await;
@@ -900,7 +874,7 @@ impl Run<'_> {
                 .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
                 .await
                 .ok()?;
-            (left.items.is_empty() && self.children_left().await == 0).then_some(())
+            (left.items.is_empty() && self.children().await.ok()?.is_empty()).then_some(())
         })
         .await;
         figure(
@@ -949,21 +923,6 @@ impl Run<'_> {
                 ),
             );
         }
-    }
-
-    async fn children_left(&self) -> usize {
-        let mut left = 0;
-        let jobs: Api<Job> = self.api();
-        let deployments: Api<Deployment> = self.api();
-        let services: Api<Service> = self.api();
-        let selector = ListParams::default().labels("app.kubernetes.io/instance=shop");
-        left += jobs.list(&selector).await.map_or(1, |l| l.items.len());
-        left += deployments
-            .list(&selector)
-            .await
-            .map_or(1, |l| l.items.len());
-        left += services.list(&selector).await.map_or(1, |l| l.items.len());
-        left
     }
 }
 

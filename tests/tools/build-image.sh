@@ -134,19 +134,25 @@ if ! podman image exists "$base_img"; then
     --change 'CMD ["/bin/bash"]' - "$base_img" >&2
 fi
 
+# An image FROM the Debian base, from tests/tools/image/CONTAINERFILE, unless IMAGE exists:
+#   build_on_base IMAGE CONTAINERFILE DESCRIPTION [buildah args…]
+build_on_base() {
+  local image=$1 file=$2 what=$3 start
+  shift 3
+  podman image exists "$image" && return 0
+  start=$(date +%s)
+  log "building $image: $what"
+  buildah bud "${RUNTIME[@]}" --network host --force-rm --layers=false "$@" \
+    --build-arg DEBIAN_BASE="$base_img" -f "$tools/$file" -t "$image" "$tools" >&2
+  log "$what built in $(elapsed "$start")"
+}
+
 # --- the PostgreSQL image (instead of 2–4) ----------------------------------------------
 if [[ $what == postgres ]]; then
   pg_img=localhost/appstack-test-postgres:15-$SUITE-$(
     fingerprint "$tools/postgres.Containerfile" "$tools/postgres-entrypoint.sh" <(echo "$base_img")
   )
-  if ! podman image exists "$pg_img"; then
-    start=$(date +%s)
-    log "building $pg_img"
-    buildah bud "${RUNTIME[@]}" --network host --force-rm --layers=false \
-      --build-arg DEBIAN_BASE="$base_img" -f "$tools/postgres.Containerfile" \
-      -t "$pg_img" "$tools" >&2
-    log "PostgreSQL image built in $(elapsed "$start")"
-  fi
+  build_on_base "$pg_img" postgres.Containerfile "PostgreSQL image"
   echo "$pg_img"
   exit 0
 fi
@@ -156,14 +162,7 @@ if [[ -n ${APPSTACK_IMAGE_BASE:-} ]]; then
   runtime_img=$APPSTACK_IMAGE_BASE
 else
   runtime_img=localhost/appstack-runtime-base:$SUITE-$(fingerprint "$tools/runtime-base.Containerfile" <(echo "$base_img"))
-  if ! podman image exists "$runtime_img"; then
-    start=$(date +%s)
-    log "building $runtime_img"
-    buildah bud "${RUNTIME[@]}" --network host --force-rm --layers=false \
-      --build-arg DEBIAN_BASE="$base_img" -f "$tools/runtime-base.Containerfile" \
-      -t "$runtime_img" "$tools" >&2
-    log "runtime base built in $(elapsed "$start")"
-  fi
+  build_on_base "$runtime_img" runtime-base.Containerfile "runtime base"
 fi
 
 # --- 3. the builder (Debian base + gcc + the host's Rust toolchain) -----------------------
@@ -183,15 +182,8 @@ else
   builder_img=localhost/appstack-builder:rust-$rust_version-$SUITE-$(
     fingerprint "$tools/builder.Containerfile" <(echo "$base_img"; rustc -vV; find "$host_ca" -type f -exec cat {} +)
   )
-  if ! podman image exists "$builder_img"; then
-    start=$(date +%s)
-    log "building $builder_img (Rust $rust_version from $sysroot)"
-    buildah bud "${RUNTIME[@]}" --network host --force-rm --layers=false \
-      -v "$sysroot:/host-rust:ro" -v "$host_ca:/host-ca:ro" \
-      --build-arg DEBIAN_BASE="$base_img" -f "$tools/builder.Containerfile" \
-      -t "$builder_img" "$tools" >&2
-    log "builder built in $(elapsed "$start")"
-  fi
+  build_on_base "$builder_img" builder.Containerfile "builder (Rust $rust_version from $sysroot)" \
+    -v "$sysroot:/host-rust:ro" -v "$host_ca:/host-ca:ro"
 fi
 
 # --- 4. the image ---------------------------------------------------------------------------

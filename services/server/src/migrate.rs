@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use appstack_common::db;
+use appstack_common::db_failure::DbFailure;
 use appstack_config::DatabaseConfig;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -34,35 +35,29 @@ async fn wait_for_database(pool: &PgPool, limit: Duration) -> anyhow::Result<()>
     let started = Instant::now();
     let mut pause = Duration::from_millis(250);
     loop {
-        match pool.acquire().await {
+        let error = match pool.acquire().await {
             Ok(_) => return Ok(()),
-            Err(error) if worth_waiting_for(&error) && started.elapsed() + pause < limit => {
-                tracing::warn!(%error, retry_in = ?pause, "the database does not accept connections yet");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!(
-                        "connecting to the database (gave up after {:.0?})",
-                        started.elapsed()
-                    )
-                });
-            }
+            Err(error) => DbFailure::classify(error),
+        };
+        if !worth_waiting_for(&error) || started.elapsed() + pause >= limit {
+            return Err(error).with_context(|| {
+                format!(
+                    "connecting to the database (gave up after {:.0?})",
+                    started.elapsed()
+                )
+            });
         }
+        tracing::warn!(%error, retry_in = ?pause, "the database does not accept connections yet");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-/// A database that is not up yet (refused, unresolvable, timed out, starting up, full)
-/// may be up soon; refused credentials or a missing database stay so.
-fn worth_waiting_for(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_none_or(|code| !code.starts_with("28") && code != "3D000"),
-        _ => false,
-    }
+/// A database that is unreachable (refused, unresolvable, starting up, full) or that no
+/// connection could be had from in time may be up soon; anything else — refused
+/// credentials, a missing database, a bad setting — stays so.
+fn worth_waiting_for(failure: &DbFailure) -> bool {
+    matches!(failure, DbFailure::Unreachable(_) | DbFailure::Saturated)
 }
 
 #[cfg(test)]
@@ -72,13 +67,14 @@ mod tests {
 
     #[test]
     fn an_unreachable_database_is_waited_for_and_a_bad_setting_is_not() {
+        let waits = |error| worth_waiting_for(&DbFailure::classify(error));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(worth_waiting_for(&sqlx::Error::Io(refused)));
-        assert!(worth_waiting_for(&sqlx::Error::PoolTimedOut));
-        assert!(!worth_waiting_for(&sqlx::Error::Configuration(
+        assert!(waits(sqlx::Error::Io(refused)));
+        assert!(waits(sqlx::Error::PoolTimedOut));
+        assert!(!waits(sqlx::Error::Configuration(
             "sslmode=verify-full without a root certificate".into()
         )));
-        assert!(!worth_waiting_for(&sqlx::Error::Protocol("garbage".into())));
+        assert!(!waits(sqlx::Error::Protocol("garbage".into())));
     }
 
     #[tokio::test(start_paused = true)]
