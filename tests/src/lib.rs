@@ -11,6 +11,7 @@ pub mod helm;
 pub mod http_json;
 pub mod images;
 pub mod onebox;
+pub mod onebox_leftovers;
 pub mod operator_fixture;
 pub mod otlp;
 pub mod pg;

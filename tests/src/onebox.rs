@@ -67,7 +67,8 @@ pub fn run(command: &mut Command) -> anyhow::Result<String> {
 
 impl Onebox {
     /// Starts a new cluster in `dir` (one left there by an aborted run is stopped and
-    /// removed first). The control plane is built by the project's copy of the envtest
+    /// removed first, and what a killed cluster left on the host is cleared: see
+    /// [`crate::onebox_leftovers`]). The control plane is built by the project's copy of the envtest
     /// script (its apiserver survives custom resources; see that script's header).
     ///
     /// # Errors
@@ -82,6 +83,9 @@ impl Onebox {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("removing the last run's {}", dir.display()))?;
         }
+        let mut stand_in = dir.as_os_str().to_owned();
+        stand_in.push("-leftovers");
+        crate::onebox_leftovers::clear(&script, Path::new(&stand_in))?;
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let kubeconfig = run(Command::new("bash")
