@@ -11,7 +11,9 @@
 //! So, before a start and only when no cluster answers: the pods' network namespaces that
 //! no process holds are removed, then `onebox.sh stop` runs on a stand-in folder marked as
 //! started (it then runs its whole host cleanup, which finds what it removes by name, not
-//! by PID).
+//! by PID). What the kubelet mounted under the killed cluster's own folder (its bind mount
+//! of `kubelet/`, the pods' secret volumes) is unmounted too: it keeps that folder from
+//! being removed.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -73,6 +75,7 @@ pub fn clear(script: &Path, stand_in: &Path) -> anyhow::Result<()> {
     // Before the stop: it deletes the veths, and with them the pod address that tells a
     // namespace of ours from another's.
     remove_orphaned_pod_namespaces()?;
+    unmount_pod_volumes()?;
     crate::onebox::run(Command::new("bash").arg(script).arg("stop").arg(stand_in))?;
     std::fs::remove_dir_all(stand_in)?;
     anyhow::ensure!(
@@ -121,4 +124,54 @@ fn remove_orphaned_pod_namespaces() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unmounts what the kubelet mounted under a one-box folder (one that holds onebox.sh's
+/// `containerd/config.toml` and `pki/` beside `kubelet/`): the pods' volumes and its own
+/// bind mount of `kubelet/`, deepest first.
+fn unmount_pod_volumes() -> anyhow::Result<()> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut targets: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|target| {
+            kubelet_owner(target).is_some_and(|folder| {
+                let folder = Path::new(folder);
+                folder.join("containerd/config.toml").is_file() && folder.join("pki").is_dir()
+            })
+        })
+        .collect();
+    targets.sort_unstable_by_key(|target| std::cmp::Reverse(target.len()));
+    for target in targets {
+        let status = Command::new("umount")
+            .args(["--lazy", target])
+            .status()
+            .with_context(|| format!("running umount {target}"))?;
+        anyhow::ensure!(status.success(), "umount --lazy {target} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The folder whose `kubelet/` holds a mount target: `/d` for `/d/kubelet` and for
+/// `/d/kubelet/pods/…`.
+fn kubelet_owner(target: &str) -> Option<&str> {
+    target
+        .strip_suffix("/kubelet")
+        .or_else(|| target.split_once("/kubelet/").map(|(folder, _)| folder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kubelet_owner;
+
+    #[test]
+    fn a_mount_belongs_to_the_folder_whose_kubelet_holds_it() {
+        assert_eq!(kubelet_owner("/t/box/kubelet"), Some("/t/box"));
+        assert_eq!(
+            kubelet_owner("/t/box/kubelet/pods/u/volumes/kubernetes.io~secret/token"),
+            Some("/t/box")
+        );
+        assert_eq!(kubelet_owner("/t/box/kubeletx"), None);
+        assert_eq!(kubelet_owner("/var/lib/docker"), None);
+    }
 }
