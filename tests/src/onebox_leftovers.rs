@@ -75,7 +75,7 @@ pub fn clear(script: &Path, stand_in: &Path) -> anyhow::Result<()> {
     // Before the stop: it deletes the veths, and with them the pod address that tells a
     // namespace of ours from another's.
     remove_orphaned_pod_namespaces()?;
-    unmount_pod_volumes()?;
+    unmount_kubelet_mounts()?;
     crate::onebox::run(Command::new("bash").arg(script).arg("stop").arg(stand_in))?;
     std::fs::remove_dir_all(stand_in)?;
     anyhow::ensure!(
@@ -129,7 +129,7 @@ fn remove_orphaned_pod_namespaces() -> anyhow::Result<()> {
 /// Unmounts what the kubelet mounted under a one-box folder (one that holds onebox.sh's
 /// `containerd/config.toml` and `pki/` beside `kubelet/`): the pods' volumes and its own
 /// bind mount of `kubelet/`, deepest first.
-fn unmount_pod_volumes() -> anyhow::Result<()> {
+fn unmount_kubelet_mounts() -> anyhow::Result<()> {
     let table = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut targets: Vec<&str> = table
         .lines()
