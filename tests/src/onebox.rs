@@ -68,8 +68,8 @@ pub fn run(command: &mut Command) -> anyhow::Result<String> {
 impl Onebox {
     /// Starts a new cluster in `dir` (one left there by an aborted run is stopped and
     /// removed first, and what a killed cluster left on the host is cleared: see
-    /// [`crate::onebox_leftovers`]). The control plane is built by the project's copy of the envtest
-    /// script (its apiserver survives custom resources; see that script's header).
+    /// [`crate::onebox_leftovers`]). The control plane is built by the project's copy of
+    /// the envtest script (its apiserver survives custom resources; see its header).
     ///
     /// # Errors
     ///
