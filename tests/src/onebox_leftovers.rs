@@ -15,13 +15,13 @@
 //! of `kubelet/`, the pods' secret volumes) is unmounted too: it keeps that folder from
 //! being removed.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::onebox::run;
 
 /// onebox.sh's fixed names and addresses (see its header).
 const BRIDGE: &str = "/sys/class/net/onebox0";
@@ -29,7 +29,10 @@ const RUN_DIR: &str = "/run/onebox";
 const CONTAINERD_SOCKET: &str = "/run/onebox/containerd.sock";
 const POD_ADDRESS_PREFIX: &str = "10.244.0.";
 /// The apiserver on the node address and etcd on loopback.
-const CONTROL_PLANE: [&str; 2] = ["10.244.0.1:36443", "127.0.0.1:32379"];
+const CONTROL_PLANE: [SocketAddr; 2] = [
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 1), 36443)),
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 32379)),
+];
 /// Where containerd's CRI (through CNI) mounts the pods' network namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
@@ -76,7 +79,7 @@ pub fn clear(script: &Path, stand_in: &Path) -> anyhow::Result<()> {
     // namespace of ours from another's.
     remove_orphaned_pod_namespaces()?;
     unmount_kubelet_mounts()?;
-    crate::onebox::run(Command::new("bash").arg(script).arg("stop").arg(stand_in))?;
+    run(Command::new("bash").arg(script).arg("stop").arg(stand_in))?;
     std::fs::remove_dir_all(stand_in)?;
     anyhow::ensure!(
         !Path::new(BRIDGE).exists() && !Path::new(RUN_DIR).exists(),
@@ -90,12 +93,10 @@ fn answering() -> Option<String> {
     if UnixStream::connect(CONTAINERD_SOCKET).is_ok() {
         return Some(CONTAINERD_SOCKET.to_owned());
     }
-    CONTROL_PLANE.iter().find_map(|address| {
-        let address: SocketAddr = address.parse().ok()?;
-        TcpStream::connect_timeout(&address, Duration::from_secs(1))
-            .ok()
-            .map(|_| address.to_string())
-    })
+    CONTROL_PLANE
+        .iter()
+        .find(|address| TcpStream::connect_timeout(address, Duration::from_secs(1)).is_ok())
+        .map(SocketAddr::to_string)
 }
 
 /// Network namespaces of the cluster's pods (an address in the pod range) that no process
@@ -109,14 +110,8 @@ fn remove_orphaned_pod_namespaces() -> anyhow::Result<()> {
         if !name.starts_with("cni-") {
             continue;
         }
-        let ip = |args: &[&str]| -> anyhow::Result<String> {
-            let output = Command::new("ip")
-                .args(args)
-                .output()
-                .with_context(|| format!("running ip {args:?}"))?;
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        };
-        let held = !ip(&["netns", "pids", &name])?.trim().is_empty();
+        let ip = |args: &[&str]| run(Command::new("ip").args(args));
+        let held = !ip(&["netns", "pids", &name])?.is_empty();
         let ours = ip(&["-n", &name, "-4", "-o", "addr", "show"])?.contains(POD_ADDRESS_PREFIX);
         if ours && !held {
             eprintln!("onebox: removing the orphaned pod network namespace {name}");
@@ -143,11 +138,7 @@ fn unmount_kubelet_mounts() -> anyhow::Result<()> {
         .collect();
     targets.sort_unstable_by_key(|target| std::cmp::Reverse(target.len()));
     for target in targets {
-        let status = Command::new("umount")
-            .args(["--lazy", target])
-            .status()
-            .with_context(|| format!("running umount {target}"))?;
-        anyhow::ensure!(status.success(), "umount --lazy {target} failed ({status})");
+        run(Command::new("umount").args(["--lazy", target]))?;
     }
     Ok(())
 }
